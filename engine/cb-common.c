@@ -1,0 +1,81 @@
+/* cb-common.c — error quark, dtype table and half-precision widening. */
+#include "cb-common.h"
+
+#include <string.h>
+
+G_DEFINE_QUARK (chatterbox-engine-error-quark, cb_error)
+
+static const struct {
+  const char *name;
+  gsize size;
+} dtype_table[CB_DTYPE_COUNT] = {
+  [CB_DTYPE_F32] = { "F32", 4 },   [CB_DTYPE_F16] = { "F16", 2 },
+  [CB_DTYPE_BF16] = { "BF16", 2 }, [CB_DTYPE_F64] = { "F64", 8 },
+  [CB_DTYPE_I64] = { "I64", 8 },   [CB_DTYPE_I32] = { "I32", 4 },
+  [CB_DTYPE_I16] = { "I16", 2 },   [CB_DTYPE_I8] = { "I8", 1 },
+  [CB_DTYPE_U8] = { "U8", 1 },     [CB_DTYPE_BOOL] = { "BOOL", 1 },
+};
+
+gsize
+cb_dtype_size (CbDType dt)
+{
+  return ((unsigned) dt < CB_DTYPE_COUNT) ? dtype_table[dt].size : 0;
+}
+
+const char *
+cb_dtype_name (CbDType dt)
+{
+  return ((unsigned) dt < CB_DTYPE_COUNT) ? dtype_table[dt].name : "invalid";
+}
+
+gboolean
+cb_dtype_from_name (const char *name, CbDType *out)
+{
+  for (int i = 0; i < CB_DTYPE_COUNT; i++) {
+    if (strcmp (name, dtype_table[i].name) == 0) {
+      *out = (CbDType) i;
+      return TRUE;
+    }
+  }
+  return FALSE;
+}
+
+float
+cb_bf16_to_f32 (uint16_t b)
+{
+  uint32_t u = (uint32_t) b << 16;
+  float f;
+  memcpy (&f, &u, sizeof f);
+  return f;
+}
+
+float
+cb_f16_to_f32 (uint16_t h)
+{
+  uint32_t sign = (uint32_t) (h & 0x8000) << 16;
+  uint32_t exp = (h >> 10) & 0x1f;
+  uint32_t man = h & 0x3ff;
+  uint32_t u;
+
+  if (exp == 0) {
+    if (man == 0) {
+      u = sign;
+    } else {
+      /* subnormal: renormalise */
+      exp = 127 - 15 + 1;
+      while (!(man & 0x400)) {
+        man <<= 1;
+        exp--;
+      }
+      man &= 0x3ff;
+      u = sign | (exp << 23) | (man << 13);
+    }
+  } else if (exp == 0x1f) {
+    u = sign | 0x7f800000u | (man << 13);
+  } else {
+    u = sign | ((exp + 127 - 15) << 23) | (man << 13);
+  }
+  float f;
+  memcpy (&f, &u, sizeof f);
+  return f;
+}

@@ -1,0 +1,77 @@
+/* cb-common.h — error domain, element types and small helpers shared by every engine file.
+ *
+ * The engine is plain C + GLib: no GStreamer types. Every function that can fail on untrusted
+ * input takes a GError ** and returns FALSE/NULL; messages name the file, the item and what was
+ * expected versus found. */
+#pragma once
+
+#include <glib.h>
+#include <stdint.h>
+#include <stddef.h>
+
+G_BEGIN_DECLS
+
+#define CB_ERROR (cb_error_quark ())
+GQuark cb_error_quark (void);
+
+typedef enum {
+  CB_ERROR_NOT_FOUND,       /* a model file or directory does not exist */
+  CB_ERROR_IO,              /* open/map/read failed */
+  CB_ERROR_FORMAT,          /* the file's bytes are malformed */
+  CB_ERROR_MISMATCH,        /* well-formed, but not what the model config expects (name, dtype, shape) */
+  CB_ERROR_UNSUPPORTED,     /* a valid feature of the format that this reader does not implement */
+  CB_ERROR_INVALID_ARGUMENT,/* bad value passed by the caller (text, parameters) */
+  CB_ERROR_CANCELLED,       /* interrupted by the caller */
+  CB_ERROR_NOT_IMPLEMENTED, /* a part of the engine that is not written yet */
+} CbError;
+
+/* Element types as they appear in safetensors headers and torch storages. */
+typedef enum {
+  CB_DTYPE_F32,
+  CB_DTYPE_F16,
+  CB_DTYPE_BF16,
+  CB_DTYPE_F64,
+  CB_DTYPE_I64,
+  CB_DTYPE_I32,
+  CB_DTYPE_I16,
+  CB_DTYPE_I8,
+  CB_DTYPE_U8,
+  CB_DTYPE_BOOL,
+  CB_DTYPE_COUNT
+} CbDType;
+
+/* Byte size of one element; 0 for an invalid value. */
+gsize        cb_dtype_size (CbDType dt);
+/* Name as written in safetensors ("F32", "BF16", ...). */
+const char  *cb_dtype_name (CbDType dt);
+/* Parse a safetensors dtype name; FALSE if unknown. */
+gboolean     cb_dtype_from_name (const char *name, CbDType *out);
+
+/* Largest rank any loader accepts. */
+#define CB_MAX_DIMS 8
+
+/* Multiply a and b into *out; FALSE on uint64 overflow. Every size computed from file data goes
+ * through these, never a bare `*`. */
+static inline gboolean
+cb_mul_u64 (guint64 a, guint64 b, guint64 *out)
+{
+  if (a != 0 && b > G_MAXUINT64 / a)
+    return FALSE;
+  *out = a * b;
+  return TRUE;
+}
+
+static inline gboolean
+cb_add_u64 (guint64 a, guint64 b, guint64 *out)
+{
+  if (b > G_MAXUINT64 - a)
+    return FALSE;
+  *out = a + b;
+  return TRUE;
+}
+
+/* Half-precision conversions (exact; round-to-nearest-even is not needed for widening). */
+float cb_f16_to_f32 (uint16_t h);
+float cb_bf16_to_f32 (uint16_t b);
+
+G_END_DECLS
