@@ -155,7 +155,7 @@ cb_model_dir_locate (const char *explicit_location, GError **error)
                  "Chatterbox model files not found (need ve.safetensors, t3_cfg.safetensors, "
                  "s3gen.safetensors, tokenizer.json, conds.pt). Searched:%s\n"
                  "%s"
-                 "Download them from Hugging Face %s with scripts/fetch-model.sh (or "
+                 "Download them from Hugging Face %s with scripts/fetch-model.py (or "
                  "`huggingface-cli download %s`), or point the model-location property or "
                  "CHATTERBOX_MODEL_DIR at a directory holding them.",
                  report->str,

@@ -81,7 +81,7 @@ START_TEST (test_explicit_incomplete_is_strict)
   ck_assert_msg (strstr (err->message, "model-location") && strstr (err->message, "missing conds.pt"),
                  "%s", err->message);
   ck_assert_ptr_nonnull (strstr (err->message, dir));
-  ck_assert_ptr_nonnull (strstr (err->message, "fetch-model.sh"));
+  ck_assert_ptr_nonnull (strstr (err->message, "fetch-model.py"));
   g_error_free (err);
   g_free (snap);
   g_free (hub);

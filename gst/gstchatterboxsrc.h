@@ -1,0 +1,28 @@
+/* gstchatterboxsrc.h — the chatterboxsrc element: Chatterbox text-to-speech as a GStreamer source. */
+#pragma once
+
+#include <gst/base/gstpushsrc.h>
+
+#include "chatterbox.h"
+
+G_BEGIN_DECLS
+
+#define GST_TYPE_CHATTERBOX_SRC (gst_chatterbox_src_get_type ())
+G_DECLARE_FINAL_TYPE (GstChatterboxSrc, gst_chatterbox_src, GST, CHATTERBOX_SRC, GstPushSrc)
+
+struct _GstChatterboxSrc {
+  GstPushSrc parent;
+
+  /* properties, protected by the object lock */
+  gchar *text;
+  gchar *model_location;
+  gint threads;
+
+  /* built in NULL→READY, freed in READY→NULL; used only by the streaming thread in between */
+  CbEngine *engine;
+  gboolean text_done;
+};
+
+GST_ELEMENT_REGISTER_DECLARE (chatterboxsrc);
+
+G_END_DECLS
