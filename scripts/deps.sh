@@ -11,8 +11,8 @@ CB_APT_PACKAGES=(
   # element and its tests
   libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev gstreamer1.0-tools
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good check
-  # model download (scripts/fetch-model.sh) and its loopback fake-hub test
-  curl ca-certificates python3
+  # model download (scripts/fetch-model.py, standard library only) and its loopback fake-hub test
+  python3 ca-certificates
 )
 
 cb_install_deps () {
