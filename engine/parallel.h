@@ -1,0 +1,29 @@
+/* parallel.h — the CPU backend's fork-join loop and the process-wide thread setting.
+ *
+ * cb_set_num_threads / cb_get_num_threads (declared in ops.h) set both OpenBLAS and this pool.
+ * The pool is a handful of persistent pthreads (GThread) that wait on a condition variable; a
+ * parallel loop splits [0, n) into at most num_threads contiguous parts, runs part 0 on the calling
+ * thread and waits for the others. */
+#pragma once
+
+#include <glib.h>
+#include <stdint.h>
+
+G_BEGIN_DECLS
+
+/* Largest thread count honoured; larger requests are clamped. */
+#define CB_MAX_THREADS 64
+
+/* Body of a parallel loop: process items [begin, end). */
+typedef void (*CbParallelFn) (void *ctx, int64_t begin, int64_t end);
+
+/* Run fn over [0, n) split into parts of at least min_grain items (so small loops stay on one
+ * thread). Parts are disjoint and contiguous; results must not depend on how [0, n) is split. A call
+ * made from inside a parallel body runs serially on that thread. Calls from several threads at once
+ * are serialised. */
+void cb_parallel_for (int64_t n, int64_t min_grain, CbParallelFn fn, void *ctx);
+
+/* Worker threads the pool has running now (num_threads - 1 once a loop has run; for tests). */
+int  cb_parallel_pool_workers (void);
+
+G_END_DECLS
