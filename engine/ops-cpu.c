@@ -361,7 +361,7 @@ per_channel_body (void *ctx, int64_t begin, int64_t end)
       const float inv = 1.0f / (a + 1e-9f);
       for (int t = 0; t < j->len; t++) {
         float s = sinf (a * x[t]);
-        y[t] = x[t] + inv * s * s;
+        y[t] = x[t] + inv * (s * s);  /* upstream: (1 / (α + ε)) · sin(x·α)² */
       }
     }
   }
