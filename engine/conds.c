@@ -306,6 +306,12 @@ cb_conds_load (const char *path, const CbCondsExpect *expect, GError **error)
     cb_conds_expect_default (&defaults);
     expect = &defaults;
   }
+  if (expect->speaker_embed_size <= 0 || expect->mel_bins <= 0 || expect->xvector_size <= 0
+      || expect->max_cond_prompt_tokens <= 0 || expect->max_prompt_tokens <= 0 || expect->speech_vocab <= 0
+      || expect->max_prompt_tokens > G_MAXINT / 4) {
+    g_set_error (error, CB_ERROR, CB_ERROR_INVALID_ARGUMENT, "conds expectations for %s must all be positive", path);
+    return NULL;
+  }
   g_autoptr (CbTorchZip) z = cb_torchzip_open (path, error);
   if (!z)
     return NULL;

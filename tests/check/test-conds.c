@@ -39,8 +39,8 @@ write_tmp (const char *dir, const char *name, const void *data, gsize len)
   return path;
 }
 
-/* Copy zip `src` to `dst` stored, replacing the entry whose name ends with `suffix` by data[0..len)
- * (no replacement when suffix is NULL). */
+/* Copy zip `src` to `dst` stored, replacing the entry whose name ends with `suffix` by data[0..len),
+ * or leaving it out when data is NULL (nothing changes when suffix is NULL). */
 static void
 rezip (const char *src, const char *dst, const char *suffix, const void *data, gsize len)
 {
@@ -54,7 +54,9 @@ rezip (const char *src, const char *dst, const char *suffix, const void *data, g
     ck_assert (zip_stat_index (in, i, 0, &st) == 0);
     void *buf;
     gsize size;
-    if (suffix && g_str_has_suffix (name, suffix)) {
+    if (suffix && g_str_has_suffix (name, suffix) && !data) {
+      continue;
+    } else if (suffix && g_str_has_suffix (name, suffix)) {
       size = len;
       buf = malloc (len ? len : 1); /* libzip frees it with free() */
       memcpy (buf, data, len);
@@ -357,6 +359,59 @@ START_TEST (test_huge_string_in_archive)
 }
 END_TEST
 
+START_TEST (test_byteorder)
+{
+  CbCondsExpect e;
+  small_expect (&e);
+  g_autofree char *src = data_path ("conds_small.pt");
+  g_autofree char *dir = cb_test_tmpdir ("conds-byteorder");
+  g_autofree char *dst = g_build_filename (dir, "conds.pt", NULL);
+  rezip (src, dst, "/byteorder", "big", 3);
+  expect_error (dst, &e, CB_ERROR_UNSUPPORTED, "byte order \"big\" not supported");
+  /* torch < 2.1 wrote no byteorder entry: little-endian */
+  rezip (src, dst, "/byteorder", NULL, 0);
+  g_autoptr (GError) err = NULL;
+  g_autoptr (CbConds) c = cb_conds_load (dst, &e, &err);
+  ck_assert_msg (c != NULL, "%s", err ? err->message : "");
+}
+END_TEST
+
+START_TEST (test_view_out_of_range)
+{
+  /* The first tensor in the pickle is t3.speaker_emb (T3Cond field order): its storage offset is
+   * the BININT1 right after BINPERSID. Offset 1 moves the view one element past its storage. */
+  CbCondsExpect e;
+  small_expect (&e);
+  g_autofree char *src = data_path ("conds_small.pt");
+  g_autoptr (GBytes) pkl = zip_entry (src, "/data.pkl", NULL, NULL);
+  gsize len;
+  const guint8 *orig = g_bytes_get_data (pkl, &len);
+  guint8 *b = g_memdup2 (orig, len);
+  gsize at = 0;
+  while (at + 3 <= len && memcmp (b + at, "QK\0", 3) != 0)
+    at++;
+  ck_assert (at + 3 <= len);
+  b[at + 2] = 1;
+  g_autofree char *dir = cb_test_tmpdir ("conds-view");
+  g_autofree char *dst = g_build_filename (dir, "conds.pt", NULL);
+  rezip (src, dst, "/data.pkl", b, len);
+  expect_error (dst, &e, CB_ERROR_FORMAT, "t3.speaker_emb: view (offset 1) reaches past its storage");
+  g_free (b);
+}
+END_TEST
+
+START_TEST (test_bad_expectations)
+{
+  CbCondsExpect e;
+  cb_conds_expect_default (&e);
+  e.mel_bins = 0;
+  g_autofree char *path = data_path ("conds_full.pt");
+  g_autoptr (GError) err = NULL;
+  ck_assert (cb_conds_load (path, &e, &err) == NULL);
+  ck_assert_int_eq (err->code, CB_ERROR_INVALID_ARGUMENT);
+}
+END_TEST
+
 START_TEST (test_rezipped_good_file_loads)
 {
   /* the rezip helper itself keeps a file valid, so the errors above come from the changed entry */
@@ -568,6 +623,9 @@ conds_suite (void)
   tcase_add_test (bad, test_not_zip);
   tcase_add_test (bad, test_short_storage);
   tcase_add_test (bad, test_huge_string_in_archive);
+  tcase_add_test (bad, test_byteorder);
+  tcase_add_test (bad, test_view_out_of_range);
+  tcase_add_test (bad, test_bad_expectations);
   suite_add_tcase (s, bad);
   TCase *pk = tcase_create ("pickle");
   tcase_add_test (pk, test_pickle_values);
