@@ -6,8 +6,9 @@
  * section with overflow-checked arithmetic. */
 #include "safetensors.h"
 
+#include "cb-json.h"
+
 #include <errno.h>
-#include <json-glib/json-glib.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -193,40 +194,15 @@ check_raw_header (const char *path, const char *json, gsize len, JsonObject *roo
 
 /* ---- one entry ---- */
 
-/* A JSON integer >= 0; json-glib keeps integers as gint64 and anything with a fraction or exponent
- * as double, which we refuse. */
+/* A JSON integer >= 0. */
 static gboolean
 json_node_to_count (JsonNode *n, guint64 *out)
 {
-  if (!n || !JSON_NODE_HOLDS_VALUE (n) || json_node_get_value_type (n) != G_TYPE_INT64)
-    return FALSE;
-  gint64 v = json_node_get_int (n);
-  if (v < 0)
+  gint64 v;
+  if (!cb_json_get_int (n, &v) || v < 0)
     return FALSE;
   *out = (guint64) v;
   return TRUE;
-}
-
-static const char *
-json_node_kind (JsonNode *n)
-{
-  if (!n)
-    return "nothing";
-  if (JSON_NODE_HOLDS_NULL (n))
-    return "null";
-  if (JSON_NODE_HOLDS_OBJECT (n))
-    return "an object";
-  if (JSON_NODE_HOLDS_ARRAY (n))
-    return "an array";
-  GType t = json_node_get_value_type (n);
-  if (t == G_TYPE_STRING)
-    return "a string";
-  if (t == G_TYPE_BOOLEAN)
-    return "a boolean";
-  if (t == G_TYPE_DOUBLE)
-    return "a non-integer number";
-  gint64 v = json_node_get_int (n);
-  return v < 0 ? "a negative integer" : "an integer";
 }
 
 typedef struct {
@@ -239,7 +215,7 @@ parse_entry (const char *path, const char *name, JsonNode *node, guint64 data_si
 {
   if (!JSON_NODE_HOLDS_OBJECT (node)) {
     g_set_error (error, CB_ERROR, CB_ERROR_FORMAT,
-                 "%s: tensor '%s': expected an object, found %s", path, name, json_node_kind (node));
+                 "%s: tensor '%s': expected an object, found %s", path, name, cb_json_kind (node));
     return FALSE;
   }
   JsonObject *o = json_node_get_object (node);
@@ -262,7 +238,7 @@ parse_entry (const char *path, const char *name, JsonNode *node, guint64 data_si
   if (!dn || !JSON_NODE_HOLDS_VALUE (dn) || json_node_get_value_type (dn) != G_TYPE_STRING) {
     g_set_error (error, CB_ERROR, CB_ERROR_FORMAT,
                  "%s: tensor '%s': \"dtype\" must be a string, found %s", path, name,
-                 json_node_kind (dn));
+                 cb_json_kind (dn));
     return FALSE;
   }
   const char *dname = json_node_get_string (dn);
@@ -277,7 +253,7 @@ parse_entry (const char *path, const char *name, JsonNode *node, guint64 data_si
   if (!sn || !JSON_NODE_HOLDS_ARRAY (sn)) {
     g_set_error (error, CB_ERROR, CB_ERROR_FORMAT,
                  "%s: tensor '%s': \"shape\" must be an array, found %s", path, name,
-                 json_node_kind (sn));
+                 cb_json_kind (sn));
     return FALSE;
   }
   JsonArray *sa = json_node_get_array (sn);
@@ -296,7 +272,7 @@ parse_entry (const char *path, const char *name, JsonNode *node, guint64 data_si
     if (!json_node_to_count (e, &d) || d > G_MAXINT64) {
       g_set_error (error, CB_ERROR, CB_ERROR_FORMAT,
                    "%s: tensor '%s': shape[%u] must be a non-negative integer, found %s", path,
-                   name, i, json_node_kind (e));
+                   name, i, cb_json_kind (e));
       return FALSE;
     }
     t->shape[i] = (int64_t) d;
@@ -403,7 +379,7 @@ parse_metadata (CbSafetensors *st, JsonNode *node, GError **error)
   if (!JSON_NODE_HOLDS_OBJECT (node)) {
     g_set_error (error, CB_ERROR, CB_ERROR_FORMAT,
                  "%s: \"__metadata__\" must be an object of strings, found %s", st->path,
-                 json_node_kind (node));
+                 cb_json_kind (node));
     return FALSE;
   }
   JsonObject *o = json_node_get_object (node);
@@ -414,7 +390,7 @@ parse_metadata (CbSafetensors *st, JsonNode *node, GError **error)
     if (!JSON_NODE_HOLDS_VALUE (v) || json_node_get_value_type (v) != G_TYPE_STRING) {
       g_set_error (error, CB_ERROR, CB_ERROR_FORMAT,
                    "%s: \"__metadata__\" key '%s' must be a string, found %s", st->path,
-                   (const char *) l->data, json_node_kind (v));
+                   (const char *) l->data, cb_json_kind (v));
       ok = FALSE;
     } else {
       g_hash_table_replace (st->metadata, g_strdup (l->data), g_strdup (json_node_get_string (v)));
@@ -449,7 +425,7 @@ parse_header (CbSafetensors *st, const char *header, gsize header_len, const gui
   JsonNode *root = json_parser_get_root (parser);
   if (!root || !JSON_NODE_HOLDS_OBJECT (root)) {
     g_set_error (error, CB_ERROR, CB_ERROR_FORMAT, "%s: header must be a JSON object, found %s",
-                 st->path, json_node_kind (root));
+                 st->path, cb_json_kind (root));
     goto out;
   }
   JsonObject *obj = json_node_get_object (root);
