@@ -1,6 +1,7 @@
 /* conds.c — read the built-in voice (conds.pt); see conds.h for the structure. */
 #include "conds.h"
 
+#include <float.h>
 #include <math.h>
 #include <string.h>
 
@@ -188,6 +189,10 @@ read_emotion_adv (const Group *g, float *out, GError **error)
   if (!v)
     return TRUE;
   if (v->kind == CB_PICKLE_FLOAT) {
+    if (!(fabs (v->u.f) <= FLT_MAX)) { /* also NaN; a cast out of float range would be undefined */
+      g_set_error (error, CB_ERROR, CB_ERROR_FORMAT, "%s: t3.emotion_adv is %g, expected a finite float", g->file, v->u.f);
+      return FALSE;
+    }
     *out = (float) v->u.f;
   } else if (v->kind == CB_PICKLE_TENSOR) {
     const Dim dims[] = { { NULL, 1 }, { NULL, 1 }, { NULL, 1 } };

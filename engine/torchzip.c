@@ -93,7 +93,7 @@ read_entry (CbTorchZip *z, zip_int64_t index, const char *entry, guint64 size, G
 static zip_int64_t
 locate (CbTorchZip *z, const char *entry, guint64 *size, GError **error)
 {
-  zip_int64_t index = zip_name_locate (z->zip, entry, 0);
+  zip_int64_t index = zip_name_locate (z->zip, entry, ZIP_FL_ENC_RAW);
   zip_stat_t st;
   if (index < 0) {
     g_set_error (error, CB_ERROR, CB_ERROR_FORMAT, "%s: entry %s is missing", z->name, entry);
@@ -141,7 +141,7 @@ check_byteorder (CbTorchZip *z, GError **error)
   char *entry = g_strconcat (z->prefix, "byteorder", NULL);
   guint64 size = 0;
   gboolean ok = TRUE;
-  if (zip_name_locate (z->zip, entry, 0) >= 0) { /* absent in files from torch < 2.1: little-endian */
+  if (zip_name_locate (z->zip, entry, ZIP_FL_ENC_RAW) >= 0) { /* absent in files from torch < 2.1: little-endian */
     zip_int64_t index = locate (z, entry, &size, error);
     guint8 *bytes = NULL;
     ok = index >= 0;

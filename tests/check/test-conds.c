@@ -39,8 +39,10 @@ write_tmp (const char *dir, const char *name, const void *data, gsize len)
   return path;
 }
 
-/* Copy zip `src` to `dst` stored, replacing the entry whose name ends with `suffix` by data[0..len),
+/* Copy zip `src` to `dst` (stored, or deflated when rezip_deflate is set), replacing the entry whose name ends with `suffix` by data[0..len),
  * or leaving it out when data is NULL (nothing changes when suffix is NULL). */
+static gboolean rezip_deflate;
+
 static void
 rezip (const char *src, const char *dst, const char *suffix, const void *data, gsize len)
 {
@@ -70,7 +72,7 @@ rezip (const char *src, const char *dst, const char *suffix, const void *data, g
     zip_source_t *s = zip_source_buffer (out, buf, size, 1);
     zip_int64_t idx = zip_file_add (out, name, s, 0);
     ck_assert (idx >= 0);
-    zip_set_file_compression (out, idx, ZIP_CM_STORE, 0);
+    zip_set_file_compression (out, idx, rezip_deflate ? ZIP_CM_DEFLATE : ZIP_CM_STORE, 9);
   }
   ck_assert (zip_close (out) == 0);
   zip_discard (in);
@@ -260,6 +262,17 @@ START_TEST (test_missing_key)
 }
 END_TEST
 
+START_TEST (test_inconsistent_lengths)
+{
+  CbCondsExpect e;
+  small_expect (&e);
+  g_autofree char *frames = data_path ("bad_feat_frames.pt");
+  expect_error (frames, &e, CB_ERROR_MISMATCH, "gen.prompt_feat has 16 frames for 6 prompt tokens");
+  g_autofree char *len = data_path ("bad_token_len.pt");
+  expect_error (len, &e, CB_ERROR_MISMATCH, "gen.prompt_token_len is 5, but gen.prompt_token holds 6 tokens");
+}
+END_TEST
+
 START_TEST (test_legacy_format)
 {
   g_autofree char *path = data_path ("bad_legacy.pt");
@@ -424,6 +437,19 @@ START_TEST (test_rezipped_good_file_loads)
   g_autoptr (GError) err = NULL;
   g_autoptr (CbConds) c = cb_conds_load (dst, &e, &err);
   ck_assert_msg (c != NULL, "%s", err ? err->message : "");
+  /* deflated entries are read too (libzip inflates them; sizes are still checked) */
+  rezip_deflate = TRUE;
+  rezip (src, dst, NULL, NULL, 0);
+  rezip_deflate = FALSE;
+  g_autoptr (CbConds) c2 = cb_conds_load (dst, &e, &err);
+  ck_assert_msg (c2 != NULL, "%s", err ? err->message : "");
+  ck_assert (memcmp (c->prompt_feat, c2->prompt_feat, (gsize) c->n_prompt_frames * c->mel_bins * 4) == 0);
+  int zerr;
+  zip_t *z = zip_open (dst, ZIP_RDONLY, &zerr);
+  zip_stat_t st;
+  ck_assert (zip_stat (z, "conds_small/data.pkl", 0, &st) == 0);
+  ck_assert_int_eq (st.comp_method, ZIP_CM_DEFLATE);
+  zip_discard (z);
 }
 END_TEST
 
@@ -615,6 +641,7 @@ conds_suite (void)
   TCase *bad = tcase_create ("malformed");
   tcase_add_test (bad, test_wrong_shape);
   tcase_add_test (bad, test_missing_key);
+  tcase_add_test (bad, test_inconsistent_lengths);
   tcase_add_test (bad, test_legacy_format);
   tcase_add_test (bad, test_foreign_pickle);
   tcase_add_test (bad, test_not_found);

@@ -153,6 +153,13 @@ def main():
     del conds.gen["embedding"]
     conds.save(OUT / "bad_missing_key.pt")
 
+    conds = make(T3Cond, Conditionals, 7, emotion=0.5, **dict(small, Tm=16))  # Tm = 2·Tp + 4
+    conds.save(OUT / "bad_feat_frames.pt")
+
+    conds = make(T3Cond, Conditionals, 8, emotion=0.5, **small)
+    conds.gen["prompt_token_len"] = torch.tensor([5])  # Tp is 6
+    conds.save(OUT / "bad_token_len.pt")
+
     conds = make(T3Cond, Conditionals, 6, emotion=0.5, **small)
     torch.save(dict(t3=conds.t3.__dict__, gen=conds.gen), OUT / "bad_legacy.pt",
                _use_new_zipfile_serialization=False)
