@@ -25,24 +25,6 @@ START_TEST (test_punc_norm_golden)
 }
 END_TEST
 
-static gboolean
-in_ranges (JsonArray *ranges, gunichar c)
-{
-  /* Ranges are sorted [first, last] pairs: binary search. */
-  guint lo = 0, hi = json_array_get_length (ranges);
-  while (lo < hi) {
-    guint mid = (lo + hi) / 2;
-    JsonArray *r = json_array_get_array_element (ranges, mid);
-    if (c < (gunichar) json_array_get_int_element (r, 0))
-      hi = mid;
-    else if (c > (gunichar) json_array_get_int_element (r, 1))
-      lo = mid + 1;
-    else
-      return TRUE;
-  }
-  return FALSE;
-}
-
 START_TEST (test_python_classes_every_code_point)
 {
   JsonParser *parser;
@@ -69,7 +51,7 @@ START_TEST (test_python_classes_every_code_point)
     ck_assert_msg (cb_text_is_python_space (c) == g_hash_table_contains (spaces, GUINT_TO_POINTER (c)),
                    "isspace U+%04X", c);
     /* Characters newer than Python's Unicode tables are judged by GLib's newer ones. */
-    if (in_ranges (unassigned, c))
+    if (text_fixture_in_ranges (unassigned, c))
       continue;
     const char *want = g_hash_table_lookup (uppers, GUINT_TO_POINTER (c));
     ck_assert_msg (cb_text_is_python_lower (c) == (want != NULL), "islower U+%04X", c);

@@ -31,3 +31,21 @@ text_fixture_cases (JsonObject *golden)
   ck_assert (cases != NULL && json_array_get_length (cases) >= 250);
   return cases;
 }
+
+/* Is c inside one of the sorted [first, last] pairs of a unicode.json range list? */
+static inline gboolean
+text_fixture_in_ranges (JsonArray *ranges, gunichar c)
+{
+  guint lo = 0, hi = json_array_get_length (ranges);
+  while (lo < hi) {
+    guint mid = (lo + hi) / 2;
+    JsonArray *r = json_array_get_array_element (ranges, mid);
+    if (c < (gunichar) json_array_get_int_element (r, 0))
+      hi = mid;
+    else if (c > (gunichar) json_array_get_int_element (r, 1))
+      lo = mid + 1;
+    else
+      return TRUE;
+  }
+  return FALSE;
+}

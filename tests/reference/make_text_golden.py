@@ -11,12 +11,14 @@ those modules (torch models, librosa, ...) are not needed.
 Writes:
   tokenizer.json      a ~704-id grapheme BPE in the layout of the real file: [STOP]=0, [UNK]=1,
                       [SPACE]=2, [PAD], [SEP], [CLS], [MASK], [START]=255; merges as "a b" strings
+  tokenizer-c.json    byte_fallback, ignore_merges, no unk_token, a Sequence pre-tokenizer
+  tokenizer-d.json    no pre-tokenizer, no unk_token
   tokenizer-b.json    a variant that exercises the other format features: merges as ["a","b"] pairs,
                       continuing_subword_prefix, end_of_word_suffix, fuse_unk, added tokens with
                       single_word / lstrip / rstrip / normalized, an added token outside the vocab
   golden.json         for each input: upstream punc_norm output, EnTokenizer ids of that output
                       (tokenizer.json), ids of the raw input (tokenizer.json) and ids of the
-                      punc_norm output with tokenizer-b.json
+                      punc_norm output with tokenizer-b/c/d.json
   unicode.json        truths the C code approximates with GLib: Python's str.isspace set, Python's
                       one-character islower()/upper(), and the Rust-regex word class and whitespace
                       class as the `tokenizers` pre-tokenizers see them (probed code point by code point)
@@ -110,6 +112,28 @@ def train_variant(lines):
     return j
 
 
+def variant_bytes(main):
+    """Byte fallback over the main file: <0xNN> tokens for every byte, ignore_merges, no unk, and
+    a Sequence pre-tokenizer."""
+    j = json.loads(json.dumps(main))
+    vocab = j["model"]["vocab"]
+    for b in range(256):
+        vocab.setdefault(f"<0x{b:02X}>", len(vocab))
+    j["model"].update(byte_fallback=True, ignore_merges=True, unk_token=None)
+    j["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": [{"type": "WhitespaceSplit"},
+                                                                {"type": "Whitespace"}]}
+    return j
+
+
+def variant_bare(main):
+    """No pre-tokenizer (BPE runs over whole pieces between added tokens) and no unk_token
+    (unknown characters vanish)."""
+    j = json.loads(json.dumps(main))
+    j["pre_tokenizer"] = None
+    j["model"]["unk_token"] = None
+    return j
+
+
 def cases(lines):
     """Inputs: hand-written edge cases, corpus sentences and their perturbations."""
     c = [
@@ -189,7 +213,7 @@ def probe_unicode():
             lower.append([cp, ch.upper()])
         if not wss.pre_tokenize_str("a" + ch + "a")[0][0] == "a" + ch + "a":
             rs_space.append(cp)
-        if len(ws.pre_tokenize_str("a" + ch)) == 1:
+        if [p for p, _ in ws.pre_tokenize_str("a" + ch)] == ["a" + ch]:
             word.append(cp)
 
     def ranges(cps):
@@ -217,12 +241,17 @@ def main():
     lines = corpus_lines()
     os.makedirs(OUT, exist_ok=True)
     paths = {}
-    for name, j in (("tokenizer.json", train_main(lines)), ("tokenizer-b.json", train_variant(lines))):
+    main_json = train_main(lines)
+    for name, j in (("tokenizer.json", main_json), ("tokenizer-b.json", train_variant(lines)),
+                    ("tokenizer-c.json", variant_bytes(main_json)),
+                    ("tokenizer-d.json", variant_bare(main_json))):
         paths[name] = os.path.join(OUT, name)
         with open(paths[name], "w", encoding="utf-8") as f:
             json.dump(j, f, ensure_ascii=False, indent=1)
     tok_a = EnTokenizer(paths["tokenizer.json"])
     tok_b = EnTokenizer(paths["tokenizer-b.json"])
+    tok_c = EnTokenizer(paths["tokenizer-c.json"])
+    tok_d = EnTokenizer(paths["tokenizer-d.json"])
     va = tok_a.tokenizer.get_vocab()
     assert va["[STOP]"] == 0 and va["[UNK]"] == 1 and va["[SPACE]"] == 2 and va["[START]"] == START_ID
 
@@ -230,12 +259,14 @@ def main():
     for text in cases(lines):
         norm = punc_norm(text)
         out.append({"input": text, "norm": norm, "ids": tok_a.encode(norm),
-                    "raw_ids": tok_a.encode(text), "ids_b": tok_b.encode(norm)})
+                    "raw_ids": tok_a.encode(text), "ids_b": tok_b.encode(norm),
+                    "ids_c": tok_c.encode(norm), "ids_d": tok_d.encode(norm)})
     with open(os.path.join(OUT, "golden.json"), "w", encoding="utf-8") as f:
         json.dump({"generator": "tests/reference/make_text_golden.py",
                    "tokenizers": __import__("tokenizers").__version__,
                    "vocab_size": tok_a.tokenizer.get_vocab_size(),
                    "vocab_size_b": tok_b.tokenizer.get_vocab_size(),
+                   "vocab_size_c": tok_c.tokenizer.get_vocab_size(),
                    "cases": out}, f, ensure_ascii=False, separators=(",", ":"))
     with open(os.path.join(OUT, "unicode.json"), "w", encoding="utf-8") as f:
         json.dump(probe_unicode(), f, separators=(",", ":"))
