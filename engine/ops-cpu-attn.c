@@ -3,6 +3,7 @@
 #include "ops.h"
 #include "parallel.h"
 
+#include <cblas.h>
 #include <math.h>
 #include <string.h>
 
@@ -113,146 +114,106 @@ cb_rope_apply (float *x, const CbRopeTable *rope, int T, int H, int pos0)
 }
 
 /* ---------------------------------------------------------------------------------------------- */
-/* attention */
+/* attention
+ *
+ * Per head, in blocks of query rows: S = scale·Q·Kᵀ (one GEMM), bias, mask and softmax row by row
+ * (our pool), then O = S·V (a second GEMM). Q, K, V and O are addressed in place with the GEMM's
+ * leading dimensions (rows of H·D or Hkv·D floats), so nothing is repacked. The score block lives in
+ * the calling thread's scratch (cb_thread_scratch), sized Tq·L at most: a decode step reuses the
+ * same buffer every time. Heads run one after another so OpenBLAS has the cores for each GEMM. */
 
-/* Keys scored at once by the streaming softmax: a small stack buffer instead of a score row. */
-#define KEY_BLOCK 64
+/* Upper bound on a score block, in floats (16 MiB); longer inputs are processed in row blocks. */
+#define SCORE_BLOCK_FLOATS (1u << 22)
 
 typedef struct {
-  float               *out;
-  const float         *q, *k, *v;
-  int                  Tq, L, H, Hkv, D;
-  int                  pos0;         /* causal: query row t sees keys 0 .. pos0+t; -1: all L keys */
-  float                scale;
-  const float         *bias;
-  size_t               bias_head_stride, bias_row_stride;
-  const CbAttnCapture *capture;
-} AttnJob;
+  float       *scores;      /* [rows, ld] */
+  int          ld;          /* keys computed for this block */
+  int          t0;          /* first query row of the block */
+  int          h;
+  int          pos0;        /* causal: query row t sees keys 0 .. pos0+t; -1: all keys */
+  const float *bias;
+  size_t       bias_head_stride, bias_row_stride;
+} SoftmaxJob;
 
-/* Dot product with eight independent partial sums: the compiler may vectorise it, and the result
- * does not depend on how the work is split over threads. */
-static inline float
-dot (const float *a, const float *b, int n)
-{
-  float acc[8] = { 0 };
-  int i = 0;
-  for (; i + 8 <= n; i += 8)
-    for (int l = 0; l < 8; l++)
-      acc[l] += a[i + l] * b[i + l];
-  float sum = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-  for (; i < n; i++)
-    sum += a[i] * b[i];
-  return sum;
-}
-
-static inline void
-axpy (float *y, float a, const float *x, int n)
-{
-  for (int i = 0; i < n; i++)
-    y[i] += a * x[i];
-}
-
-/* Scaled, biased scores of one query row against keys [j0, j1) into s[0 .. j1-j0). */
+/* Bias, causal mask and softmax of rows [begin, end) of the score block, in place; keys a row may
+ * not see end up exactly 0. */
 static void
-scores (const AttnJob *j, const float *qrow, int h, int t, int j0, int j1, float *s)
+masked_softmax_body (void *ctx, int64_t begin, int64_t end)
 {
-  const int g = h / (j->H / j->Hkv);
-  const float *brow = j->bias ? j->bias + h * j->bias_head_stride + t * j->bias_row_stride : NULL;
-  for (int key = j0; key < j1; key++) {
-    const float *krow = j->k + ((size_t) key * j->Hkv + g) * j->D;
-    float x = dot (qrow, krow, j->D) * j->scale;
-    s[key - j0] = brow ? x + brow[key] : x;
+  const SoftmaxJob *j = ctx;
+  for (int64_t r = begin; r < end; r++) {
+    int t = j->t0 + (int) r;
+    float *row = j->scores + r * j->ld;
+    int n_keys = j->pos0 >= 0 ? MIN (j->ld, j->pos0 + t + 1) : j->ld;
+    if (j->bias) {
+      const float *b = j->bias + j->h * j->bias_head_stride + (size_t) t * j->bias_row_stride;
+      for (int key = 0; key < n_keys; key++)
+        row[key] += b[key];
+    }
+    float mx = -INFINITY;
+    for (int key = 0; key < n_keys; key++)
+      mx = fmaxf (mx, row[key]);
+    if (mx == -INFINITY)
+      mx = 0.0f;  /* every key masked with -inf: all-zero row rather than NaN */
+    double sum = 0.0;
+    for (int key = 0; key < n_keys; key++) {
+      row[key] = expf (row[key] - mx);
+      sum += row[key];
+    }
+    float inv = sum > 0.0 ? (float) (1.0 / sum) : 0.0f;
+    for (int key = 0; key < n_keys; key++)
+      row[key] *= inv;
+    memset (row + n_keys, 0, sizeof (float) * (j->ld - n_keys));
   }
 }
 
-/* Exact two-pass softmax into the caller's capture row p[0 .. row_len), then out = p · V. */
+/* Shared by both entry points; pos0 >= 0 selects causal attention with L = pos0 + Tq. */
 static void
-attend_captured (const AttnJob *j, const float *qrow, int h, int t, int n_keys, int row_len,
-                 float *p, float *orow)
+attention (float *out, const float *q, const float *k, const float *v, int Tq, int L, int H,
+           int Hkv, int D, float scale, int pos0, const float *bias, size_t bias_head_stride,
+           size_t bias_row_stride, const CbAttnCapture *capture)
 {
-  const int g = h / (j->H / j->Hkv);
-  scores (j, qrow, h, t, 0, n_keys, p);
-  cb_softmax (p, p, 1, n_keys);
-  memset (p + n_keys, 0, sizeof (float) * (row_len - n_keys));
-  memset (orow, 0, sizeof (float) * j->D);
-  for (int key = 0; key < n_keys; key++)
-    axpy (orow, p[key], j->v + ((size_t) key * j->Hkv + g) * j->D, j->D);
-}
+  if (Tq <= 0 || L <= 0)
+    return;
+  const int group = H / Hkv;
+  const int q_ld = H * D, kv_ld = Hkv * D;
+  const int block_rows = (int) CLAMP ((int64_t) SCORE_BLOCK_FLOATS / L, 1, Tq);
+  float *scores = cb_thread_scratch ((size_t) block_rows * L);
 
-/* Streaming (online) softmax over blocks of keys: a running maximum m and normaliser l, with the
- * output row rescaled whenever m grows, so no row of L scores is ever stored. */
-static void
-attend_streaming (const AttnJob *j, const float *qrow, int h, int t, int n_keys, float *orow)
-{
-  const int g = h / (j->H / j->Hkv);
-  float s[KEY_BLOCK];
-  float m = -INFINITY, l = 0.0f;
+  for (int h = 0; h < H; h++) {
+    const float *kh = k + (size_t) (h / group) * D, *vh = v + (size_t) (h / group) * D;
+    for (int t0 = 0; t0 < Tq; t0 += block_rows) {
+      const int rows = MIN (block_rows, Tq - t0);
+      /* a causal block needs keys up to its last row's position only */
+      const int keys = pos0 >= 0 ? pos0 + t0 + rows : L;
+      const float *qb = q + (size_t) t0 * q_ld + (size_t) h * D;
+      float *ob = out + (size_t) t0 * q_ld + (size_t) h * D;
 
-  memset (orow, 0, sizeof (float) * j->D);
-  for (int j0 = 0; j0 < n_keys; j0 += KEY_BLOCK) {
-    int j1 = MIN (j0 + KEY_BLOCK, n_keys);
-    scores (j, qrow, h, t, j0, j1, s);
-    float bm = -INFINITY;
-    for (int i = 0; i < j1 - j0; i++)
-      bm = fmaxf (bm, s[i]);
-    if (bm == -INFINITY)  /* every key of the block masked out */
-      continue;
-    if (bm > m) {
-      float rescale = expf (m - bm);  /* 0 on the first block */
-      for (int d = 0; d < j->D; d++)
-        orow[d] *= rescale;
-      l *= rescale;
-      m = bm;
-    }
-    for (int i = 0; i < j1 - j0; i++) {
-      float p = expf (s[i] - m);
-      l += p;
-      axpy (orow, p, j->v + ((size_t) (j0 + i) * j->Hkv + g) * j->D, j->D);
+      if (rows == 1)  /* decode step: GEMV, as GEMM would pack a one-row operand */
+        cblas_sgemv (CblasRowMajor, CblasNoTrans, keys, D, scale, kh, kv_ld, qb, 1, 0.0f, scores, 1);
+      else
+        cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasTrans, rows, keys, D, scale, qb, q_ld, kh,
+                     kv_ld, 0.0f, scores, keys);
+      SoftmaxJob job = { scores, keys, t0, h, pos0, bias, bias_head_stride, bias_row_stride };
+      cb_parallel_for (rows, 1 + 8192 / keys, masked_softmax_body, &job);
+
+      for (int c = 0; capture && c < capture->n_heads; c++) {
+        if (capture->heads[c] != h)
+          continue;
+        for (int r = 0; r < rows; r++) {
+          float *dst = capture->probs[c] + (size_t) (t0 + r) * capture->row_stride;
+          memcpy (dst, scores + (size_t) r * keys, sizeof (float) * keys);
+          memset (dst + keys, 0, sizeof (float) * (L - keys));
+        }
+      }
+
+      if (rows == 1)
+        cblas_sgemv (CblasRowMajor, CblasTrans, keys, D, 1.0f, vh, kv_ld, scores, 1, 0.0f, ob, 1);
+      else
+        cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, D, keys, 1.0f, scores, keys,
+                     vh, kv_ld, 0.0f, ob, q_ld);
     }
   }
-  float inv = l > 0.0f ? 1.0f / l : 0.0f;
-  for (int d = 0; d < j->D; d++)
-    orow[d] *= inv;
-}
-
-/* Work items are (head, query row) pairs, head-major, so threads split heads evenly. */
-static void
-attention_body (void *ctx, int64_t begin, int64_t end)
-{
-  const AttnJob *j = ctx;
-  const CbAttnCapture *cap = j->capture;
-  const gboolean causal = j->pos0 >= 0;
-  const int row_len = causal ? j->pos0 + j->Tq : j->L;
-
-  for (int64_t item = begin; item < end; item++) {
-    int h = (int) (item / j->Tq), t = (int) (item % j->Tq);
-    const float *qrow = j->q + ((size_t) t * j->H + h) * j->D;
-    float *orow = j->out + ((size_t) t * j->H + h) * j->D;
-    int n_keys = causal ? j->pos0 + t + 1 : j->L;
-
-    float *probs = NULL;
-    for (int c = 0; cap && c < cap->n_heads; c++) {
-      if (cap->heads[c] != h)
-        continue;
-      float *row = cap->probs[c] + (size_t) t * cap->row_stride;
-      if (!probs)
-        attend_captured (j, qrow, h, t, n_keys, row_len, row, orow);
-      else  /* the same head asked for twice */
-        memcpy (row, probs, sizeof (float) * row_len);
-      probs = row;
-    }
-    if (!probs)
-      attend_streaming (j, qrow, h, t, n_keys, orow);
-  }
-}
-
-static void
-run_attention (AttnJob *job)
-{
-  /* A few query rows per part at least: one row against a short cache is too little work. */
-  int64_t items = (int64_t) job->H * job->Tq;
-  int64_t grain = MAX ((int64_t) 1, 4096 / ((int64_t) job->D * MAX (job->L, 1)));
-  cb_parallel_for (items, grain, attention_body, job);
 }
 
 void
@@ -260,8 +221,7 @@ cb_attention_causal (float *out, const float *q, const float *k, const float *v,
                      int T, int pos0, int H, int Hkv, int D, float scale,
                      const CbAttnCapture *capture)
 {
-  AttnJob job = { out, q, k, v, T, pos0 + T, H, Hkv, D, pos0, scale, NULL, 0, 0, capture };
-  run_attention (&job);
+  attention (out, q, k, v, T, pos0 + T, H, Hkv, D, scale, pos0, NULL, 0, 0, capture);
 }
 
 void
@@ -270,7 +230,6 @@ cb_attention (float *out, const float *q, const float *k, const float *v,
               const float *bias, size_t bias_head_stride, size_t bias_row_stride,
               const CbAttnCapture *capture)
 {
-  AttnJob job = { out, q, k, v, Tq, L, H, Hkv, D, -1, scale, bias, bias_head_stride,
-                  bias_row_stride, capture };
-  run_attention (&job);
+  attention (out, q, k, v, Tq, L, H, Hkv, D, scale, -1, bias, bias_head_stride, bias_row_stride,
+             capture);
 }

@@ -13,6 +13,7 @@
 #include "ops.h"
 
 #include <cblas.h>
+#include <stdlib.h>
 #include <unistd.h>
 
 static struct {
@@ -37,6 +38,43 @@ static struct {
 } pool;
 
 static __thread gboolean in_parallel_body;
+
+typedef struct {
+  size_t n;
+  float *data;
+} Scratch;
+
+static void
+scratch_free (gpointer p)
+{
+  Scratch *s = p;
+  free (s->data);
+  g_free (s);
+}
+
+static GPrivate thread_scratch = G_PRIVATE_INIT (scratch_free);
+
+float *
+cb_thread_scratch (size_t n)
+{
+  Scratch *s = g_private_get (&thread_scratch);
+  if (!s) {
+    s = g_new0 (Scratch, 1);
+    g_private_set (&thread_scratch, s);
+  }
+  if (n > s->n) {
+    if (n > G_MAXSIZE / sizeof (float))
+      return NULL;
+    /* 64-byte alignment for the GEMM kernels; the old contents need not survive */
+    void *block = NULL;
+    if (posix_memalign (&block, 64, n * sizeof (float)) != 0)
+      g_error ("cb_thread_scratch: cannot allocate %zu floats", n);
+    free (s->data);
+    s->data = block;
+    s->n = n;
+  }
+  return s->data;
+}
 
 static void
 run_part (CbParallelFn fn, void *ctx, int64_t n, int n_parts, int part)

@@ -23,6 +23,12 @@ typedef void (*CbParallelFn) (void *ctx, int64_t begin, int64_t end);
  * are serialised. */
 void cb_parallel_for (int64_t n, int64_t min_grain, CbParallelFn fn, void *ctx);
 
+/* A buffer of at least n floats private to the calling thread, grown (never shrunk) on demand and
+ * freed when the thread exits; its contents are undefined and it is valid until the next call on
+ * the same thread. Ops use it for scratch whose size depends on the call (attention scores), so a
+ * steady stream of same-sized calls (decode steps) allocates nothing. NULL only if n overflows. */
+float *cb_thread_scratch (size_t n);
+
 /* Worker threads the pool has running now (num_threads - 1 once a loop has run; for tests). */
 int  cb_parallel_pool_workers (void);
 

@@ -105,7 +105,10 @@ run_op_mix (size_t *n_out)
   float *x = random_buf (&r, (size_t) T * C, -1, 1), *w = random_buf (&r, (size_t) OC * C, -1, 1);
   float *q = random_buf (&r, (size_t) T * H * D, -1, 1), *k = random_buf (&r, (size_t) L * H * D, -1, 1);
   float *v = random_buf (&r, (size_t) L * H * D, -1, 1), *cw = random_buf (&r, (size_t) OC * C * 3, -1, 1);
-  size_t n = (size_t) T * OC + (size_t) T * H * D + (size_t) T * L + (size_t) OC * T + (size_t) T * C;
+  const int B = 384;
+  float *big = random_buf (&r, (size_t) 2 * B * B, -1, 1);
+  size_t n = (size_t) T * OC + (size_t) T * H * D + (size_t) T * L + (size_t) OC * T + (size_t) T * C
+             + (size_t) B * B;
   float *out = g_new0 (float, n), *o = out;
   int head = 2;
   float *probs = g_new0 (float, (size_t) T * L);
@@ -122,8 +125,12 @@ run_op_mix (size_t *n_out)
   o += (size_t) OC * T;
   cb_layernorm (o, x, NULL, NULL, 1e-5f, T, C);
   cb_gelu (o, o, (size_t) T * C);
+  o += (size_t) T * C;
+  /* large enough for OpenBLAS to split the GEMM and for our pool to split the activation */
+  cb_matmul (o, big, big + (size_t) B * B, NULL, B, B, B);
+  cb_mish (o, o, (size_t) B * B);
   *n_out = n;
-  g_free (x), g_free (w), g_free (q), g_free (k), g_free (v), g_free (cw), g_free (probs);
+  g_free (x), g_free (w), g_free (q), g_free (k), g_free (v), g_free (cw), g_free (probs), g_free (big);
   return out;
 }
 
@@ -414,7 +421,7 @@ check_attention (guint64 seed, int Tq, int pos0, int L, int H, int Hkv, int D, i
     L = pos0 + Tq;
   float *q = random_buf (&r, (size_t) Tq * H * D, -2, 2), *k = random_buf (&r, (size_t) L * Hkv * D, -2, 2);
   float *v = random_buf (&r, (size_t) L * Hkv * D, -1, 1), *out = g_new (float, (size_t) Tq * H * D);
-  /* bias_kind 1: key padding mask (strides 0, 0); 2: a full [H, Tq, L] bias */
+  /* bias_kind 1: key padding mask (strides 0, 0); 2: a full [H, Tq, L] bias of large values */
   size_t bhs = bias_kind == 2 ? (size_t) Tq * L : 0, brs = bias_kind == 2 ? (size_t) L : 0;
   float *bias = NULL;
   if (bias_kind == 1) {
@@ -422,7 +429,8 @@ check_attention (guint64 seed, int Tq, int pos0, int L, int H, int Hkv, int D, i
     for (int j = 0; j < L; j += 3)
       bias[j] = -1e10f;
   } else if (bias_kind == 2) {
-    bias = random_buf (&r, (size_t) H * Tq * L, -3, 3);
+    /* around 93: exp would overflow without the max subtraction */
+    bias = random_buf (&r, (size_t) H * Tq * L, 90, 96);
   }
   const int stride = L + 3;
   int heads[2] = { 1, H - 1 };
@@ -476,6 +484,7 @@ START_TEST (test_attention_causal)
   check_attention (11, 1, 149, 0, 4, 4, 64, 0);  /* decode step, cache over two key blocks */
   check_attention (12, 70, 0, 0, 3, 1, 24, 0);   /* prefill from position 0, one KV head */
   check_attention (13, 1, 0, 0, 2, 2, 8, 0);     /* a single key */
+  check_attention (14, 1100, 3000, 0, 2, 1, 8, 0); /* more scores than one block: row blocks */
 }
 END_TEST
 
@@ -485,6 +494,7 @@ START_TEST (test_attention_full)
   check_attention (21, 9, -1, 131, 4, 4, 16, 1);  /* key padding mask of -1e10 */
   check_attention (22, 17, -1, 70, 2, 1, 12, 2);  /* full per-head bias */
   check_attention (23, 1, -1, 1, 2, 2, 8, 0);
+  check_attention (24, 1100, -1, 4000, 1, 1, 8, 1); /* row blocks, masked keys */
 }
 END_TEST
 
