@@ -5,8 +5,7 @@
  * known tokens, and every string is valid UTF-8. */
 #include <string.h>
 
-#include <json-glib/json-glib.h>
-
+#include "cb-json.h"
 #include "tokenizer.h"
 
 /* Far above any real text vocabulary (704; 2454 multilingual); keeps vocab_size sane. */
@@ -128,8 +127,7 @@ static const char *
 node_string (const CbTokenizer *tok, JsonNode *n, const char *what, GError **error)
 {
   if (!n || !JSON_NODE_HOLDS_VALUE (n) || json_node_get_value_type (n) != G_TYPE_STRING) {
-    fail (error, CB_ERROR_FORMAT, tok, "%s: expected a string, found %s", what,
-          n ? json_node_type_name (n) : "nothing");
+    fail (error, CB_ERROR_FORMAT, tok, "%s: expected a string, found %s", what, cb_json_kind (n));
     return NULL;
   }
   const char *s = json_node_get_string (n);
@@ -152,7 +150,7 @@ opt_bool (const CbTokenizer *tok, JsonObject *obj, const char *name, const char 
   }
   if (!JSON_NODE_HOLDS_VALUE (n) || json_node_get_value_type (n) != G_TYPE_BOOLEAN)
     return fail (error, CB_ERROR_FORMAT, tok, "%s.%s: expected true or false, found %s", where,
-                 name, json_node_type_name (n));
+                 name, cb_json_kind (n));
   *out = json_node_get_boolean (n);
   return TRUE;
 }
@@ -175,10 +173,10 @@ opt_string (const CbTokenizer *tok, JsonObject *obj, const char *name, const cha
 static gboolean
 node_id (const CbTokenizer *tok, JsonNode *n, const char *what, gint32 *out, GError **error)
 {
-  if (!n || !JSON_NODE_HOLDS_VALUE (n) || json_node_get_value_type (n) != G_TYPE_INT64)
+  gint64 v;
+  if (!cb_json_get_int (n, &v))
     return fail (error, CB_ERROR_FORMAT, tok, "%s: expected an integer id, found %s", what,
-                 n ? json_node_type_name (n) : "nothing");
-  gint64 v = json_node_get_int (n);
+                 cb_json_kind (n));
   if (v < 0 || v >= CB_TOKENIZER_MAX_ID)
     return fail (error, CB_ERROR_FORMAT, tok, "%s: id %" G_GINT64_FORMAT " out of range [0, %d)",
                  what, v, CB_TOKENIZER_MAX_ID);
@@ -217,7 +215,7 @@ reject_component (const CbTokenizer *tok, JsonObject *root, const char *name, GE
     return TRUE;
   const char *type = component_type (n);
   return fail (error, CB_ERROR_UNSUPPORTED, tok, "%s type '%s' is not supported (only null)", name,
-               type ? type : json_node_type_name (n));
+               type ? type : cb_json_kind (n));
 }
 
 static gboolean
