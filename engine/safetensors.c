@@ -220,20 +220,7 @@ parse_entry (const char *path, const char *name, JsonNode *node, guint64 data_si
   }
   JsonObject *o = json_node_get_object (node);
 
-  /* Unknown keys are refused rather than ignored: a header we only half understand is not one we
-   * can vouch for. */
-  GList *members = json_object_get_members (o);
-  for (GList *l = members; l; l = l->next) {
-    const char *k = l->data;
-    if (strcmp (k, "dtype") && strcmp (k, "shape") && strcmp (k, "data_offsets")) {
-      g_set_error (error, CB_ERROR, CB_ERROR_FORMAT, "%s: tensor '%s': unknown key '%s'", path,
-                   name, k);
-      g_list_free (members);
-      return FALSE;
-    }
-  }
-  g_list_free (members);
-
+  /* Other keys are ignored, as the official reader (serde) ignores them. */
   JsonNode *dn = json_object_get_member (o, "dtype");
   if (!dn || !JSON_NODE_HOLDS_VALUE (dn) || json_node_get_value_type (dn) != G_TYPE_STRING) {
     g_set_error (error, CB_ERROR, CB_ERROR_FORMAT,
@@ -343,10 +330,12 @@ compare_ranges (gconstpointer a, gconstpointer b, gpointer user)
   return (x->end > y->end) - (x->end < y->end);
 }
 
-/* Sorted by begin, each non-empty range must start at or after the furthest end seen so far.
- * Empty ranges hold no bytes and cannot overlap anything. Gaps are allowed. */
+/* As the format requires (and the official reader checks): sorted by offset, the ranges tile the
+ * data section exactly, with no overlap, no hole and nothing after the last tensor. Holes are
+ * refused because bytes that belong to no tensor could hide another file inside this one. */
 static gboolean
-check_overlaps (const char *path, const CbTensorInfo *t, Range *r, guint n, GError **error)
+check_layout (const char *path, const CbTensorInfo *t, Range *r, guint n, guint64 data_size,
+              GError **error)
 {
   guint *order = g_new (guint, n ? n : 1);
   for (guint i = 0; i < n; i++)
@@ -354,20 +343,32 @@ check_overlaps (const char *path, const CbTensorInfo *t, Range *r, guint n, GErr
   g_qsort_with_data (order, (gint) n, sizeof (guint), compare_ranges, r);
 
   gboolean ok = TRUE;
-  gint furthest = -1; /* index of the range with the largest end so far */
+  guint64 covered = 0;  /* end of the ranges seen so far */
+  gint last = -1;       /* the tensor that ends at `covered` */
   for (guint k = 0; k < n && ok; k++) {
     guint i = order[k];
-    if (r[i].begin == r[i].end)
-      continue;
-    if (furthest >= 0 && r[i].begin < r[furthest].end) {
+    if (r[i].begin < covered) {
       g_set_error (error, CB_ERROR, CB_ERROR_FORMAT,
                    "%s: tensors '%s' [%" G_GUINT64_FORMAT ", %" G_GUINT64_FORMAT ") and '%s' [%"
-                   G_GUINT64_FORMAT ", %" G_GUINT64_FORMAT ") overlap", path, t[furthest].name,
-                   r[furthest].begin, r[furthest].end, t[i].name, r[i].begin, r[i].end);
+                   G_GUINT64_FORMAT ", %" G_GUINT64_FORMAT ") overlap", path, t[last].name,
+                   r[last].begin, r[last].end, t[i].name, r[i].begin, r[i].end);
       ok = FALSE;
-    } else if (furthest < 0 || r[i].end > r[furthest].end) {
-      furthest = (gint) i;
+    } else if (r[i].begin > covered) {
+      g_set_error (error, CB_ERROR, CB_ERROR_FORMAT,
+                   "%s: data bytes [%" G_GUINT64_FORMAT ", %" G_GUINT64_FORMAT ") before tensor "
+                   "'%s' belong to no tensor", path, covered, r[i].begin, t[i].name);
+      ok = FALSE;
+    } else if (r[i].end > covered || last < 0) {
+      covered = r[i].end;
+      last = (gint) i;
     }
+  }
+  if (ok && covered != data_size) {
+    g_set_error (error, CB_ERROR, CB_ERROR_FORMAT,
+                 "%s: %" G_GUINT64_FORMAT " data bytes after the last tensor%s%s%s belong to no "
+                 "tensor", path, data_size - covered, last >= 0 ? " ('" : "",
+                 last >= 0 ? t[last].name : "", last >= 0 ? "')" : "");
+    ok = FALSE;
   }
   g_free (order);
   return ok;
@@ -455,7 +456,7 @@ parse_header (CbSafetensors *st, const char *header, gsize header_len, const gui
   }
   g_list_free (members);
   if (ok)
-    ok = check_overlaps (st->path, st->tensors, ranges, st->n, error);
+    ok = check_layout (st->path, st->tensors, ranges, st->n, data_size, error);
 out:
   g_free (ranges);
   g_object_unref (parser);

@@ -15,6 +15,7 @@ change together. All values are exactly representable in the stored dtype.
   u8    U8   (3,)       v[i] = 250 + i
   scalar F32 ()         v    = -2.5
   empty F32  (0, 3)     no elements
+  'quote"name.ü' F32 (1,)  v = 7.0   (a name the header must escape, and non-ASCII)
 metadata: {"format": "pt", "purpose": "chatterboxsrc test fixture"}
 
 i is the flat row-major index.
@@ -40,6 +41,7 @@ def main():
         "u8": torch.tensor(flat(3, lambda i: 250 + i), dtype=torch.uint8),
         "scalar": torch.tensor(-2.5, dtype=torch.float32),
         "empty": torch.zeros((0, 3), dtype=torch.float32),
+        'quote"name.\u00fc': torch.tensor([7.0], dtype=torch.float32),
     }
     # Check exact representability so the C side can compare with ==.
     for name, x in t.items():
