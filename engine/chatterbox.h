@@ -29,6 +29,9 @@ void        cb_engine_free (CbEngine *e);
 /* Directory the model was loaded from. */
 const char *cb_engine_model_dir (const CbEngine *e);
 
+/* CPU threads in effect (the `threads` parameter resolved; honoured by OpenBLAS and our loops). */
+int         cb_engine_threads (const CbEngine *e);
+
 /* Whether text can be turned into audio yet; FALSE sets a CB_ERROR_NOT_IMPLEMENTED error that says
  * which part is missing. */
 gboolean    cb_engine_synthesis_available (const CbEngine *e, GError **error);

@@ -1,11 +1,26 @@
-/* engine.c — building the engine once: locate the files, open and validate them. */
+/* engine.c — building the engine once: locate the files, read the config, open and validate
+ * every model file, set the thread count. Nothing here runs per utterance. */
 #include "chatterbox.h"
 
+#include "conds.h"
+#include "config.h"
 #include "model-dir.h"
+#include "ops.h"
+#include "safetensors.h"
+#include "tokenizer.h"
+
+/* Longest voice prompt S3Gen takes: 10 s of reference audio at 25 tokens/s (spec §6.1). */
+#define CB_MAX_PROMPT_TOKENS 250
 
 struct CbEngine {
   char *model_dir;
   int threads;
+  CbConfig config;
+  CbSafetensors *t3_weights;    /* t3_cfg.safetensors */
+  CbSafetensors *s3gen_weights; /* s3gen.safetensors */
+  CbSafetensors *ve_weights;    /* ve.safetensors */
+  CbTokenizer *tokenizer;
+  CbConds *builtin_voice;       /* conds.pt */
 };
 
 void
@@ -13,6 +28,77 @@ cb_engine_params_init (CbEngineParams *p)
 {
   p->model_location = NULL;
   p->threads = 0;
+}
+
+static char *
+model_file (const CbEngine *e, const char *name)
+{
+  return g_build_filename (e->model_dir, name, NULL);
+}
+
+/* chatterbox-config.json is optional: absent means upstream's hyperparameters. */
+static gboolean
+load_config (CbEngine *e, GError **error)
+{
+  cb_config_init_default (&e->config);
+  char *path = model_file (e, CB_MODEL_CONFIG_FILE);
+  gboolean ok = TRUE;
+  if (g_file_test (path, G_FILE_TEST_EXISTS)) {
+    ok = cb_config_load_json (&e->config, path, error);
+    if (ok) {
+      CbConfig base;
+      cb_config_init_default (&base);
+      char *changes = cb_config_describe_changes (&base, &e->config);
+      g_info ("%s overrides: %s", path, changes);
+      g_free (changes);
+    }
+  }
+  g_free (path);
+  return ok;
+}
+
+static CbSafetensors *
+open_weights (const CbEngine *e, const char *name, GError **error)
+{
+  char *path = model_file (e, name);
+  CbSafetensors *st = cb_safetensors_open (path, error);
+  g_free (path);
+  return st;
+}
+
+static gboolean
+load_tokenizer (CbEngine *e, GError **error)
+{
+  char *path = model_file (e, "tokenizer.json");
+  e->tokenizer = cb_tokenizer_load (path, error);
+  gboolean ok = e->tokenizer
+      && cb_tokenizer_check_start_stop (e->tokenizer, e->config.t3.start_text_token,
+                                        e->config.t3.stop_text_token, error);
+  if (ok && (int) cb_tokenizer_vocab_size (e->tokenizer) > e->config.t3.text_tokens_dict_size) {
+    g_set_error (error, CB_ERROR, CB_ERROR_MISMATCH,
+                 "%s: %u token ids, but T3's text embedding has %d rows (t3.text_tokens_dict_size)",
+                 path, cb_tokenizer_vocab_size (e->tokenizer), e->config.t3.text_tokens_dict_size);
+    ok = FALSE;
+  }
+  g_free (path);
+  return ok;
+}
+
+static gboolean
+load_builtin_voice (CbEngine *e, GError **error)
+{
+  CbCondsExpect expect;
+  cb_conds_expect_default (&expect);
+  expect.speaker_embed_size = e->config.t3.speaker_embed_size;
+  expect.max_cond_prompt_tokens = e->config.t3.speech_cond_prompt_len;
+  expect.mel_bins = e->config.flow.output_size;
+  expect.xvector_size = e->config.flow.spk_embed_dim;
+  expect.speech_vocab = e->config.flow.vocab_size;
+  expect.max_prompt_tokens = CB_MAX_PROMPT_TOKENS;
+  char *path = model_file (e, "conds.pt");
+  e->builtin_voice = cb_conds_load (path, &expect, error);
+  g_free (path);
+  return e->builtin_voice != NULL;
 }
 
 CbEngine *
@@ -24,6 +110,17 @@ cb_engine_new (const CbEngineParams *p, GError **error)
   CbEngine *e = g_new0 (CbEngine, 1);
   e->model_dir = dir;
   e->threads = p->threads;
+  cb_set_num_threads (p->threads);
+
+  if (!load_config (e, error)
+      || !(e->t3_weights = open_weights (e, "t3_cfg.safetensors", error))
+      || !(e->s3gen_weights = open_weights (e, "s3gen.safetensors", error))
+      || !(e->ve_weights = open_weights (e, "ve.safetensors", error))
+      || !load_tokenizer (e, error)
+      || !load_builtin_voice (e, error)) {
+    cb_engine_free (e);
+    return NULL;
+  }
   return e;
 }
 
@@ -32,6 +129,11 @@ cb_engine_free (CbEngine *e)
 {
   if (!e)
     return;
+  cb_conds_free (e->builtin_voice);
+  cb_tokenizer_free (e->tokenizer);
+  cb_safetensors_free (e->ve_weights);
+  cb_safetensors_free (e->s3gen_weights);
+  cb_safetensors_free (e->t3_weights);
   g_free (e->model_dir);
   g_free (e);
 }
@@ -40,6 +142,12 @@ const char *
 cb_engine_model_dir (const CbEngine *e)
 {
   return e->model_dir;
+}
+
+int
+cb_engine_threads (const CbEngine *e)
+{
+  return cb_get_num_threads ();
 }
 
 gboolean

@@ -3,6 +3,7 @@
  * on a GPU machine every op the CUDA table provides is compared with the CPU op. CUDA is first
  * touched inside the forked test, never in main (see shared/notes/toolchain.md). */
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "backend-cuda.h"

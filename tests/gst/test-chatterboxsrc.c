@@ -4,33 +4,7 @@
 #include <glib/gstdio.h>
 #include <string.h>
 
-static gchar *
-make_fake_model_dir (void)
-{
-  gchar *dir = g_dir_make_tmp ("cbx-model-XXXXXX", NULL);
-  const char *files[] = { "ve.safetensors", "t3_cfg.safetensors", "s3gen.safetensors", "tokenizer.json", "conds.pt", NULL };
-  for (int i = 0; files[i]; i++) {
-    gchar *p = g_build_filename (dir, files[i], NULL);
-    fail_unless (g_file_set_contents (p, "x", 1, NULL));
-    g_free (p);
-  }
-  return dir;
-}
-
-static void
-remove_dir (const gchar *dir)
-{
-  GDir *d = g_dir_open (dir, 0, NULL);
-  const gchar *name;
-  while (d && (name = g_dir_read_name (d))) {
-    gchar *p = g_build_filename (dir, name, NULL);
-    g_unlink (p);
-    g_free (p);
-  }
-  if (d)
-    g_dir_close (d);
-  g_rmdir (dir);
-}
+#include "model-fixture.h"
 
 GST_START_TEST (test_properties)
 {
@@ -86,7 +60,7 @@ GST_END_TEST;
 
 GST_START_TEST (test_empty_text_warns_and_eos)
 {
-  gchar *dir = make_fake_model_dir ();
+  gchar *dir = cb_test_make_model_dir ();
   GstHarness *h = gst_harness_new ("chatterboxsrc");
   g_object_set (h->element, "model-location", dir, "text", "  \t ", NULL);
   gst_harness_play (h);
@@ -100,7 +74,34 @@ GST_START_TEST (test_empty_text_warns_and_eos)
   fail_unless (eos);
   fail_unless_equals_int (gst_harness_buffers_received (h), 0);
   gst_harness_teardown (h);
-  remove_dir (dir);
+  g_free (dir);
+}
+GST_END_TEST;
+
+/* With a valid model and real text the element must not pretend: until the synthesis stages land
+ * it posts a LIBRARY error saying synthesis is not complete, and pushes no audio. */
+GST_START_TEST (test_text_reports_not_complete)
+{
+  gchar *dir = cb_test_make_model_dir ();
+  GstHarness *h = gst_harness_new ("chatterboxsrc");
+  GstBus *bus = gst_bus_new ();
+  gst_element_set_bus (h->element, bus);
+  g_object_set (h->element, "model-location", dir, "text", "Hello there.", "threads", 1, NULL);
+  gst_harness_play (h);
+  GstMessage *msg = gst_bus_timed_pop_filtered (bus, 10 * GST_SECOND, GST_MESSAGE_ERROR);
+  fail_unless (msg != NULL);
+  GError *err = NULL;
+  gchar *dbg = NULL;
+  gst_message_parse_error (msg, &err, &dbg);
+  fail_unless (g_error_matches (err, GST_LIBRARY_ERROR, GST_LIBRARY_ERROR_INIT), "%s", err->message);
+  fail_unless (strstr (err->message, "not complete") != NULL, "%s", err->message);
+  fail_unless (strstr (dbg, dir) != NULL, "%s", dbg);
+  g_error_free (err);
+  g_free (dbg);
+  gst_message_unref (msg);
+  fail_unless_equals_int (gst_harness_buffers_received (h), 0);
+  gst_harness_teardown (h);
+  gst_object_unref (bus);
   g_free (dir);
 }
 GST_END_TEST;
@@ -113,6 +114,7 @@ chatterboxsrc_suite (void)
   tcase_add_test (tc, test_properties);
   tcase_add_test (tc, test_missing_model_fails_ready);
   tcase_add_test (tc, test_empty_text_warns_and_eos);
+  tcase_add_test (tc, test_text_reports_not_complete);
   suite_add_tcase (s, tc);
   return s;
 }
