@@ -13,4 +13,11 @@ const char *cb_json_kind (JsonNode *node);
 /* TRUE and *out set if node is a JSON integer (not a number with a fraction or exponent). */
 gboolean    cb_json_get_int (JsonNode *node, gint64 *out);
 
+/* Parse untrusted JSON text: valid UTF-8 (no NUL), raw control characters nowhere inside strings
+ * (JSON forbids them; json-glib lets them through) and nesting no deeper than max_depth (json-glib
+ * recurses per level, so "[[[[..." a million deep would overflow the stack). Returns the parser
+ * holding the root, or NULL with a CB_ERROR_FORMAT error whose message does not name the file:
+ * callers prefix it. */
+JsonParser *cb_json_parse (const char *text, gsize len, int max_depth, GError **error);
+
 G_END_DECLS

@@ -8,6 +8,8 @@
 #include <stddef.h>
 #include <string.h>
 
+#include <glib/gstdio.h>
+
 /* The override file is a few kB; refuse anything that is clearly not one. */
 #define CB_CONFIG_MAX_FILE (1u << 20)
 
@@ -763,6 +765,14 @@ cb_config_load_json (CbConfig *c, const char *path, GError **error)
   char *text = NULL;
   gsize len = 0;
   GError *ferr = NULL;
+  GStatBuf sb;
+  /* Refuse a huge file before reading it into memory. */
+  if (g_stat (path, &sb) == 0 && sb.st_size > CB_CONFIG_MAX_FILE) {
+    g_set_error (error, CB_ERROR, CB_ERROR_FORMAT, "%s: file is %" G_GINT64_FORMAT " bytes, "
+                 "above the %u-byte limit for a config", path, (gint64) sb.st_size,
+                 CB_CONFIG_MAX_FILE);
+    return FALSE;
+  }
   if (!g_file_get_contents (path, &text, &len, &ferr)) {
     g_set_error (error, CB_ERROR,
                  g_error_matches (ferr, G_FILE_ERROR, G_FILE_ERROR_NOENT) ? CB_ERROR_NOT_FOUND
@@ -776,24 +786,9 @@ cb_config_load_json (CbConfig *c, const char *path, GError **error)
   CbConfig tmp = *c;
   JsonParser *parser = NULL;
   GError *err = NULL;
-  if (len > CB_CONFIG_MAX_FILE) {
-    g_set_error (&err, CB_ERROR, CB_ERROR_FORMAT, "file is %" G_GSIZE_FORMAT " bytes, above the "
-                 "%u-byte limit for a config", len, CB_CONFIG_MAX_FILE);
-  } else if (!g_utf8_validate (text, (gssize) len, NULL)) {
-    g_set_error (&err, CB_ERROR, CB_ERROR_FORMAT, "not valid UTF-8");
-  } else {
-    parser = json_parser_new_immutable ();
-    GError *jerr = NULL;
-    if (!json_parser_load_from_data (parser, text, (gssize) len, &jerr)) {
-      g_set_error (&err, CB_ERROR, CB_ERROR_FORMAT, "not valid JSON: %s", jerr->message);
-      g_error_free (jerr);
-    } else {
-      JsonNode *root = json_parser_get_root (parser);
-      if (root && apply_root (&tmp, root, &err))
-        cb_config_validate (&tmp, &err);
-      else if (!root && !err)
-        g_set_error (&err, CB_ERROR, CB_ERROR_FORMAT, "empty file");
-    }
+  if ((parser = cb_json_parse (text, len, 8, &err))) {
+    if (apply_root (&tmp, json_parser_get_root (parser), &err))
+      cb_config_validate (&tmp, &err);
   }
   if (parser)
     g_object_unref (parser);

@@ -342,6 +342,49 @@ START_TEST (test_validate_in_memory)
 }
 END_TEST
 
+/* Hostile files end in an error, never a crash: json-glib recurses per nesting level, and the
+ * reader must not read a huge file into memory. */
+START_TEST (test_hostile_files)
+{
+  CbConfig c;
+  GError *err = NULL;
+  cb_config_init_default (&c);
+  GString *deep = g_string_new (NULL);
+  for (int i = 0; i < 200000; i++)
+    g_string_append_c (deep, '[');
+  for (int i = 0; i < 200000; i++)
+    g_string_append_c (deep, ']');
+  char *path = write_config ("deep", deep->str);
+  ck_assert (!cb_config_load_json (&c, path, &err));
+  ck_assert_int_eq (err->code, CB_ERROR_FORMAT);
+  ck_assert_ptr_nonnull (strstr (err->message, "nested deeper"));
+  g_clear_error (&err);
+  g_free (path);
+
+  /* Over the 1 MiB limit, even if it were valid. */
+  g_string_truncate (deep, 0);
+  g_string_append (deep, "{\"version\": 1");
+  while (deep->len < (2u << 20))
+    g_string_append (deep, "                                ");
+  g_string_append_c (deep, '}');
+  path = write_config ("huge", deep->str);
+  ck_assert (!cb_config_load_json (&c, path, &err));
+  ck_assert_int_eq (err->code, CB_ERROR_FORMAT);
+  ck_assert_ptr_nonnull (strstr (err->message, "limit"));
+  g_clear_error (&err);
+  g_free (path);
+
+  /* A raw control character inside a string (json-glib alone would accept it). */
+  path = write_config ("control", "{\"t3\": {\"encoder_type\": \"voice\001encoder\"}}");
+  ck_assert (!cb_config_load_json (&c, path, &err));
+  ck_assert_int_eq (err->code, CB_ERROR_FORMAT);
+  ck_assert_ptr_nonnull (strstr (err->message, "control character"));
+  g_clear_error (&err);
+  g_free (path);
+  g_string_free (deep, TRUE);
+}
+END_TEST
+
 static Suite *
 config_suite (void)
 {
@@ -352,6 +395,7 @@ config_suite (void)
   tcase_add_test (tc, test_json_roundtrip);
   tcase_add_loop_test (tc, test_bad_files, 0, G_N_ELEMENTS (bad_cases));
   tcase_add_test (tc, test_validate_in_memory);
+  tcase_add_test (tc, test_hostile_files);
   suite_add_tcase (s, tc);
   return s;
 }

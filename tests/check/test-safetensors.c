@@ -416,6 +416,17 @@ START_TEST (test_bad_header)
   expect_open_error (write_with_header (&m, "[1, 2]"), CB_ERROR_FORMAT, "JSON object",
                      "an array", NULL);
   expect_open_error (write_with_header (&m, "\"f32\""), CB_ERROR_FORMAT, "JSON object", NULL);
+  {
+    /* json-glib recurses per level: deep nesting must be refused before parsing. */
+    GString *deep = g_string_new ("{\"a\":");
+    for (int i = 0; i < 100000; i++)
+      g_string_append_c (deep, '[');
+    for (int i = 0; i < 100000; i++)
+      g_string_append_c (deep, ']');
+    g_string_append_c (deep, '}');
+    expect_open_error (write_with_header (&m, deep->str), CB_ERROR_FORMAT, "nested deeper", NULL);
+    g_string_free (deep, TRUE);
+  }
   expect_open_error (write_edited (&m, "fixture", "fi\xff\xfeture"), CB_ERROR_FORMAT, "UTF-8",
                      NULL);
   expect_open_error (write_edited (&m, "fixture", "fix\x01ture"), CB_ERROR_FORMAT, "JSON", NULL);
