@@ -786,7 +786,7 @@ cb_config_load_json (CbConfig *c, const char *path, GError **error)
   CbConfig tmp = *c;
   JsonParser *parser = NULL;
   GError *err = NULL;
-  if ((parser = cb_json_parse (text, len, 8, &err))) {
+  if ((parser = cb_json_parse (text, len, 8, FALSE, &err))) {
     if (apply_root (&tmp, json_parser_get_root (parser), &err))
       cb_config_validate (&tmp, &err);
   }

@@ -49,137 +49,6 @@ cb_format_shape (char *buf, gsize size, int ndim, const int64_t *shape)
   return buf;
 }
 
-/* ---- raw header scan: keys of the top-level object and member counts of its entries ---- */
-
-typedef struct {
-  gsize key_begin, key_end;  /* raw bytes between the quotes */
-  guint n_members;           /* keys directly inside this entry's value, if it is an object */
-} RawEntry;
-
-/* `json` is known to be valid JSON whose root is an object (json-glib accepted it), so the scan only
- * has to track strings and nesting: a string at depth 1 directly after '{' or ',' is a key, and a
- * ':' at depth 2 outside strings separates one member of an entry object. */
-static GArray *
-scan_raw_entries (const char *json, gsize len)
-{
-  GArray *entries = g_array_new (FALSE, TRUE, sizeof (RawEntry));
-  int depth = 0;
-  gboolean in_string = FALSE, escaped = FALSE, expect_key = FALSE, string_is_key = FALSE;
-  gsize string_begin = 0;
-
-  for (gsize i = 0; i < len; i++) {
-    char c = json[i];
-    if (in_string) {
-      if (escaped)
-        escaped = FALSE;
-      else if (c == '\\')
-        escaped = TRUE;
-      else if (c == '"') {
-        in_string = FALSE;
-        if (string_is_key) {
-          RawEntry e = { string_begin, i, 0 };
-          g_array_append_val (entries, e);
-        }
-      }
-      continue;
-    }
-    switch (c) {
-    case '"':
-      in_string = TRUE;
-      string_is_key = (depth == 1 && expect_key);
-      string_begin = i + 1;
-      break;
-    case '{':
-    case '[':
-      depth++;
-      if (depth == 1)
-        expect_key = TRUE;
-      break;
-    case '}':
-    case ']':
-      depth--;
-      break;
-    case ',':
-      if (depth == 1)
-        expect_key = TRUE;
-      break;
-    case ':':
-      if (depth == 1)
-        expect_key = FALSE;
-      else if (depth == 2 && entries->len > 0)
-        g_array_index (entries, RawEntry, entries->len - 1).n_members++;
-      break;
-    default:
-      break;
-    }
-  }
-  return entries;
-}
-
-/* The decoded text of a raw JSON string body. Without backslashes the raw bytes are the string
- * (already valid UTF-8); otherwise json-glib decodes it so escapes mean exactly what they mean to
- * the parser. */
-static char *
-decode_raw_key (const char *json, const RawEntry *e)
-{
-  gsize len = e->key_end - e->key_begin;
-  if (memchr (json + e->key_begin, '\\', len) == NULL)
-    return g_strndup (json + e->key_begin, len);
-
-  char *wrapped = g_strdup_printf ("[\"%.*s\"]", (int) len, json + e->key_begin);
-  JsonParser *p = json_parser_new ();
-  char *out = NULL;
-  if (json_parser_load_from_data (p, wrapped, -1, NULL)) {
-    JsonArray *a = json_node_get_array (json_parser_get_root (p));
-    out = g_strdup (json_array_get_string_element (a, 0));
-  }
-  g_object_unref (p);
-  g_free (wrapped);
-  return out ? out : g_strndup (json + e->key_begin, len);
-}
-
-/* json-glib silently keeps the last of duplicate keys, so duplicate tensor names, or duplicate keys
- * inside one entry, are only visible in the raw text. */
-static gboolean
-check_duplicates (const char *path, const char *json, gsize len, JsonObject *root, GError **error)
-{
-  GArray *raw = scan_raw_entries (json, len);
-  GHashTable *seen = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
-  gboolean ok = TRUE;
-
-  for (guint i = 0; i < raw->len && ok; i++) {
-    const RawEntry *e = &g_array_index (raw, RawEntry, i);
-    char *key = decode_raw_key (json, e);
-    if (g_hash_table_contains (seen, key)) {
-      g_set_error (error, CB_ERROR, CB_ERROR_FORMAT,
-                   "%s: tensor name '%s' appears more than once in the header", path, key);
-      ok = FALSE;
-      g_free (key);
-      break;
-    }
-    JsonNode *node = json_object_get_member (root, key);
-    if (node && JSON_NODE_HOLDS_OBJECT (node)
-        && json_object_get_size (json_node_get_object (node)) != e->n_members) {
-      g_set_error (error, CB_ERROR, CB_ERROR_FORMAT,
-                   "%s: entry '%s' repeats a key (%u keys written, %u distinct)", path, key,
-                   e->n_members, json_object_get_size (json_node_get_object (node)));
-      ok = FALSE;
-    }
-    g_hash_table_add (seen, key);
-  }
-  /* The scan and the parser must agree on the entry count; if not, the scan is wrong, and trusting
-   * it would hide duplicates. */
-  if (ok && raw->len != json_object_get_size (root)) {
-    g_set_error (error, CB_ERROR, CB_ERROR_FORMAT,
-                 "%s: header has %u top-level keys but %u distinct ones", path, raw->len,
-                 json_object_get_size (root));
-    ok = FALSE;
-  }
-  g_hash_table_unref (seen);
-  g_array_unref (raw);
-  return ok;
-}
-
 /* ---- one entry ---- */
 
 /* A JSON integer >= 0. */
@@ -397,7 +266,7 @@ parse_header (CbSafetensors *st, const char *header, gsize header_len, const gui
   gboolean ok = FALSE;
   Range *ranges = NULL;
   /* A real header nests three levels ({ "name": { "shape": [ ] } }). */
-  JsonParser *parser = cb_json_parse (header, header_len, 8, error);
+  JsonParser *parser = cb_json_parse (header, header_len, 8, FALSE, error);
   if (!parser) {
     g_prefix_error (error, "%s: header: ", st->path);
     return FALSE;
@@ -409,8 +278,6 @@ parse_header (CbSafetensors *st, const char *header, gsize header_len, const gui
     goto out;
   }
   JsonObject *obj = json_node_get_object (root);
-  if (!check_duplicates (st->path, header, header_len, obj, error))
-    goto out;
 
   guint n_members = json_object_get_size (obj);
   st->tensors = g_new0 (CbTensorInfo, n_members ? n_members : 1);

@@ -278,6 +278,12 @@ static const BadCase bad_cases[] = {
   { "{\"llama\": {\"hidden_size\": 64,}}", CB_ERROR_FORMAT, "not valid JSON", NULL },
   { "{\"t3\": {\"encoder_type\": \"voice\xff\"}}", CB_ERROR_FORMAT, "UTF-8", NULL },
   { "", CB_ERROR_FORMAT, NULL, NULL },
+  { "{\"llama\": {\"hidden_size\": 64, \"hidden_size\": 128}}", CB_ERROR_FORMAT,
+    "'hidden_size' appears more than once", "in 'llama'" },
+  { "{\"llama\": {\"rope_scaling\": {\"factor\": 2, \"fact\\u006fr\": 3}}}", CB_ERROR_FORMAT,
+    "'factor' appears more than once", "in 'rope_scaling'" },
+  { "{\"t3\": {}, \"t3\": {}}", CB_ERROR_FORMAT, "'t3' appears more than once",
+    "top-level object" },
 };
 
 START_TEST (test_bad_files)

@@ -496,16 +496,16 @@ START_TEST (test_bad_entries)
     g_free (path);
   }
   expect_open_error (write_edited (&m, "\"f64\":", "\"i64\":"), CB_ERROR_FORMAT, "'i64'",
-                     "more than once", NULL);
+                     "more than once in the top-level object", NULL);
   expect_open_error (write_edited (&m, "\"f64\":", "\"i\\u0036\\u0034\":"), CB_ERROR_FORMAT,
                      "'i64'", "more than once", NULL);
   expect_open_error (write_edited (&m, "\"dtype\":\"F64\",", "\"dtype\":\"F64\",\"dtype\":\"F64\","),
-                     CB_ERROR_FORMAT, "'f64'", "repeats a key", NULL);
+                     CB_ERROR_FORMAT, "'dtype'", "more than once in 'f64'", NULL);
   expect_open_error (write_edited (&m, "\"u8\":{\"dtype\":\"U8\",\"shape\":[3],\"data_offsets\":[206,209]}",
                                    "\"u8\":[1]"),
                      CB_ERROR_FORMAT, "'u8'", "expected an object, found an array", NULL);
   expect_open_error (write_edited (&m, "\"format\":\"pt\"", "\"format\":\"pt\",\"format\":\"x\""),
-                     CB_ERROR_FORMAT, "__metadata__", "repeats a key", NULL);
+                     CB_ERROR_FORMAT, "'format'", "more than once in '__metadata__'", NULL);
   mutator_clear (&m);
 }
 END_TEST
