@@ -78,8 +78,10 @@ END_TEST
 START_TEST (test_golden_variants)
 {
   compare_golden ("tokenizer-b.json", "norm", "ids_b");
+  compare_golden ("tokenizer-b.json", "input", "raw_ids_b");
   compare_golden ("tokenizer-c.json", "norm", "ids_c");
   compare_golden ("tokenizer-d.json", "norm", "ids_d");
+  compare_golden ("tokenizer-d.json", "input", "raw_ids_d");
   JsonParser *parser;
   JsonObject *golden = text_fixture_load ("golden.json", &parser);
   CbTokenizer *tok = load_fixture ("tokenizer-b.json");

@@ -12,13 +12,15 @@ Writes:
   tokenizer.json      a ~704-id grapheme BPE in the layout of the real file: [STOP]=0, [UNK]=1,
                       [SPACE]=2, [PAD], [SEP], [CLS], [MASK], [START]=255; merges as "a b" strings
   tokenizer-c.json    byte_fallback, ignore_merges, no unk_token, a Sequence pre-tokenizer
-  tokenizer-d.json    no pre-tokenizer, no unk_token
+  tokenizer-d.json    no pre-tokenizer, no unk_token, tab and newline tokens, an lstrip/rstrip
+                      added token
   tokenizer-b.json    a variant that exercises the other format features: merges as ["a","b"] pairs,
                       continuing_subword_prefix, end_of_word_suffix, fuse_unk, added tokens with
                       single_word / lstrip / rstrip / normalized, an added token outside the vocab
   golden.json         for each input: upstream punc_norm output, EnTokenizer ids of that output
-                      (tokenizer.json), ids of the raw input (tokenizer.json) and ids of the
-                      punc_norm output with tokenizer-b/c/d.json
+                      (tokenizer.json), ids of the raw input (tokenizer.json, tokenizer-b.json,
+                      tokenizer-d.json: whitespace other than ' ' reaches the added-token rules)
+                      and ids of the punc_norm output with tokenizer-b/c/d.json
   unicode.json        truths the C code approximates with GLib: Python's str.isspace set, Python's
                       one-character islower()/upper(), and the Rust-regex word class and whitespace
                       class as the `tokenizers` pre-tokenizers see them (probed code point by code point)
@@ -131,6 +133,12 @@ def variant_bare(main):
     j = json.loads(json.dumps(main))
     j["pre_tokenizer"] = None
     j["model"]["unk_token"] = None
+    # Whitespace that reaches the model is visible here, so lstrip/rstrip change the ids.
+    vocab = j["model"]["vocab"]
+    for ws in ("\t", "\n"):
+        vocab[ws] = len(vocab)
+    j["added_tokens"].append({"id": vocab.get("ation", len(vocab)), "content": "ation", "single_word": False,
+                              "lstrip": True, "rstrip": True, "normalized": True, "special": False})
     return j
 
 
@@ -191,6 +199,13 @@ def cases(lines):
         elif k == 6:
             v = v.replace("e", "é").replace("a", "ä")
         c.append(v)
+    # Random strings over the characters and fragments that exercise every rule at once.
+    pool = list("abcdefghijklmnopqrstuvwxyzAEIOUXYZ  .,!?;:-'\"()[]{}0123456789\t\n") + [
+        "\u2014", "\u2013", "\u2026", "\u201c", "\u201d", "\u2018", "\u2019", "\u00e9", "\u00df",
+        "\ufb01", "\u4e2d", "\U0001F642", "\u0085", "\u00a0", "\u001c", "\u0301", "...", " - ",
+        "[SPACE]", "[UNK]", "[START", "ation", " ation ", "\tation\n", "\u00a0the\u00a0", "the", "Free", "zq", "3.14", "Mr. "]
+    for _ in range(100):
+        c.append("".join(random.choice(pool) for _ in range(random.randint(1, 40))))
     # A very long input (well over 5000 characters) and a long word.
     c.append(" ".join(sent[120:220]))
     c.append("supercalifragilistic" * 60)
@@ -260,7 +275,9 @@ def main():
         norm = punc_norm(text)
         out.append({"input": text, "norm": norm, "ids": tok_a.encode(norm),
                     "raw_ids": tok_a.encode(text), "ids_b": tok_b.encode(norm),
-                    "ids_c": tok_c.encode(norm), "ids_d": tok_d.encode(norm)})
+                    "raw_ids_b": tok_b.encode(text),
+                    "ids_c": tok_c.encode(norm), "ids_d": tok_d.encode(norm),
+                    "raw_ids_d": tok_d.encode(text)})
     with open(os.path.join(OUT, "golden.json"), "w", encoding="utf-8") as f:
         json.dump({"generator": "tests/reference/make_text_golden.py",
                    "tokenizers": __import__("tokenizers").__version__,
