@@ -1,9 +1,9 @@
 /* safetensors.c — validate a safetensors file once at open, then hand out views into its mapping.
  *
- * Everything in the file is untrusted. The header is checked in three passes: json-glib parses it
- * (syntax, UTF-8), a small raw scan counts keys (json-glib silently keeps the last of duplicate
- * keys, so duplicates are only visible in the raw text), and each entry is checked against the data
- * section with overflow-checked arithmetic. */
+ * Everything in the file is untrusted. cb_json_parse checks the header text (UTF-8, nesting depth,
+ * duplicate keys, which json-glib would silently merge) and parses it; then every entry is checked
+ * against the data section with overflow-checked arithmetic, and the ranges must tile that section
+ * exactly, as the official reader requires. */
 #include "safetensors.h"
 
 #include "cb-json.h"
