@@ -333,6 +333,49 @@ START_TEST (test_truncated_file)
 }
 END_TEST
 
+/* Random byte damage: every result is a clean load or a CB_ERROR, and a file that loads encodes. */
+START_TEST (test_random_corruption)
+{
+  char *src = cb_test_data_path ("text/tokenizer-b.json");
+  char *data;
+  gsize len;
+  ck_assert (g_file_get_contents (src, &data, &len, NULL));
+  char *dir = cb_test_tmpdir ("tokenizer-fuzz");
+  char *path = g_build_filename (dir, "tokenizer.json", NULL);
+  GRand *rand = g_rand_new_with_seed (20260601);
+  static const char bytes[] = "\"[]{},: 0123456789-.eE\\\xc3\xff#";
+  guint loaded = 0;
+  for (int trial = 0; trial < 300; trial++) {
+    char *copy = g_memdup2 (data, len);
+    int flips = g_rand_int_range (rand, 1, 4);
+    for (int k = 0; k < flips; k++)
+      copy[g_rand_int_range (rand, 0, (gint32) len)] = bytes[g_rand_int_range (rand, 0, sizeof bytes - 1)];
+    ck_assert (g_file_set_contents (path, copy, len, NULL));
+    GError *error = NULL;
+    CbTokenizer *tok = cb_tokenizer_load (path, &error);
+    if (tok) {
+      GArray *ids = g_array_new (FALSE, FALSE, sizeof (gint32));
+      ck_assert (cb_tokenizer_encode (tok, "The Free software, 3.14 [SPACE] the\tation \u00e9!", ids, NULL));
+      g_array_free (ids, TRUE);
+      cb_tokenizer_free (tok);
+      loaded++;
+    } else {
+      ck_assert (error && error->domain == CB_ERROR && error->message[0]);
+      g_error_free (error);
+    }
+    g_free (copy);
+  }
+  printf ("corruption: %u of 300 damaged files still loaded, the rest refused cleanly\n", loaded);
+  g_rand_free (rand);
+  g_unlink (path);
+  g_rmdir (dir);
+  g_free (path);
+  g_free (dir);
+  g_free (data);
+  g_free (src);
+}
+END_TEST
+
 static Suite *
 tokenizer_suite (void)
 {
@@ -345,6 +388,7 @@ tokenizer_suite (void)
   tcase_add_test (tc, test_unsupported_components);
   tcase_add_test (tc, test_malformed_files);
   tcase_add_test (tc, test_truncated_file);
+  tcase_add_test (tc, test_random_corruption);
   suite_add_tcase (s, tc);
   return s;
 }
