@@ -2,6 +2,7 @@
 #include "cb-common.h"
 #include "ops.h"
 #include "parallel.h"
+#include "vecmath.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -137,7 +138,7 @@ typedef struct {
 
 /* Bias, causal mask and softmax of rows [begin, end) of the score block, in place; keys a row may
  * not see end up exactly 0. */
-static void
+CB_VEC_CLONES static void
 masked_softmax_body (void *ctx, int64_t begin, int64_t end)
 {
   const SoftmaxJob *j = ctx;
@@ -150,19 +151,7 @@ masked_softmax_body (void *ctx, int64_t begin, int64_t end)
       for (int key = 0; key < n_keys; key++)
         row[key] += b[key];
     }
-    float mx = -INFINITY;
-    for (int key = 0; key < n_keys; key++)
-      mx = fmaxf (mx, row[key]);
-    if (mx == -INFINITY)
-      mx = 0.0f;  /* every key masked with -inf: all-zero row rather than NaN */
-    double sum = 0.0;
-    for (int key = 0; key < n_keys; key++) {
-      row[key] = expf (row[key] - mx);
-      sum += row[key];
-    }
-    float inv = sum > 0.0 ? (float) (1.0 / sum) : 0.0f;
-    for (int key = 0; key < n_keys; key++)
-      row[key] *= inv;
+    cb_vec_softmax_row (row, n_keys);
     memset (row + n_keys, 0, sizeof (float) * (j->ld - n_keys));
   }
 }

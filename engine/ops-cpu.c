@@ -4,6 +4,7 @@
 #include "backend.h"
 #include "ops.h"
 #include "parallel.h"
+#include "vecmath.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -65,7 +66,7 @@ typedef struct {
   int          C;
 } RowJob;
 
-static void
+CB_VEC_CLONES static void
 row_body (void *ctx, int64_t begin, int64_t end)
 {
   const RowJob *j = ctx;
@@ -74,17 +75,9 @@ row_body (void *ctx, int64_t begin, int64_t end)
     const float *x = j->inp + t * C;
     float *y = j->out + t * C;
     if (j->kind == ROW_SOFTMAX) {
-      float mx = -INFINITY;
-      for (int c = 0; c < C; c++)
-        mx = fmaxf (mx, x[c]);
-      double sum = 0.0;
-      for (int c = 0; c < C; c++) {
-        y[c] = expf (x[c] - mx);
-        sum += y[c];
-      }
-      float inv = (float) (1.0 / sum);
-      for (int c = 0; c < C; c++)
-        y[c] *= inv;
+      if (y != x)
+        memcpy (y, x, sizeof (float) * C);
+      cb_vec_softmax_row (y, C);
       continue;
     }
     /* Norms: statistics accumulated in double so long rows lose nothing to summation order. */
@@ -226,74 +219,80 @@ typedef struct {
   float        p;   /* slope, alpha or scale */
 } EltwiseJob;
 
-/* softplus(x) = log(1 + e^x) without overflow for large x or loss of precision for very negative x. */
-static inline float
-softplus (float x)
+/* The vectorisable ops on one block of lanes; b is ignored by the unary ones. */
+CB_VEC_INLINE cb_vf
+eltwise_lanes (EltwiseKind kind, cb_vf a, cb_vf b, float p)
 {
-  return fmaxf (x, 0.0f) + log1pf (expf (-fabsf (x)));
+  switch (kind) {
+  case EW_SILU:
+    return a / (1.0f + cb_vf_exp (-a));
+  case EW_SIGMOID:
+    return 1.0f / (1.0f + cb_vf_exp (-a));
+  case EW_SILU_MUL:
+    return a / (1.0f + cb_vf_exp (-a)) * b;
+  case EW_GELU: {
+    /* 0.5·x·(1 + erf(x/√2)) written with erfc so the negative side keeps its relative precision */
+    cb_vf c = cb_vf_erfc_abs (cb_vf_abs (a) * (float) M_SQRT1_2);
+    return 0.5f * a * cb_vf_select (a >= 0.0f, 2.0f - c, c);
+  }
+  case EW_GELU_TANH: /* sqrt(2/π) = 0.79788456 */
+    return 0.5f * a * (1.0f + cb_vf_tanh (0.7978845608028654f * (a + 0.044715f * a * a * a)));
+  case EW_MISH: {
+    /* tanh(softplus(x)) = n(n+2) / (n(n+2) + 2) with n = e^x: no log, no overflow once x is
+     * capped at 20, where the ratio is 1 in float already */
+    cb_vf n = cb_vf_exp (cb_vf_min (a, cb_vf_splat (20.0f)));
+    cb_vf u = n * (n + 2.0f);
+    return a * u / (u + 2.0f);
+  }
+  case EW_LEAKY_RELU:
+    return cb_vf_select (a >= 0.0f, a, a * p);
+  case EW_ADD:
+    return a + b;
+  case EW_MUL:
+    return a * b;
+  case EW_SCALE:
+    return a * p;
+  case EW_ELU:
+  case EW_TANH:
+    break;  /* scalar: see eltwise_scalar */
+  }
+  return a;
 }
 
+/* ELU and tanh keep libm (expm1f, tanhf): they are not hot, and the lane versions would lose
+ * relative precision near 0. */
 static void
+eltwise_scalar (const EltwiseJob *j, int64_t begin, int64_t end)
+{
+  for (int64_t i = begin; i < end; i++) {
+    float x = j->a[i];
+    j->out[i] = j->kind == EW_TANH ? tanhf (x) : (x > 0.0f ? x : j->p * expm1f (x));
+  }
+}
+
+CB_VEC_CLONES static void
 eltwise_body (void *ctx, int64_t begin, int64_t end)
 {
   const EltwiseJob *j = ctx;
-  float *y = j->out;
-  const float *a = j->a, *b = j->b;
-  const float p = j->p;
-  /* sqrt(2/pi) for the tanh form of GELU */
-  const float k_gelu = 0.7978845608028654f;
-
-  switch (j->kind) {
-  case EW_SILU:
-    for (int64_t i = begin; i < end; i++)
-      y[i] = a[i] / (1.0f + expf (-a[i]));
-    break;
-  case EW_GELU:
-    for (int64_t i = begin; i < end; i++)
-      y[i] = 0.5f * a[i] * (1.0f + erff (a[i] * (float) M_SQRT1_2));
-    break;
-  case EW_GELU_TANH:
-    for (int64_t i = begin; i < end; i++) {
-      float x = a[i];
-      y[i] = 0.5f * x * (1.0f + tanhf (k_gelu * (x + 0.044715f * x * x * x)));
-    }
-    break;
-  case EW_MISH:
-    for (int64_t i = begin; i < end; i++)
-      y[i] = a[i] * tanhf (softplus (a[i]));
-    break;
-  case EW_LEAKY_RELU:
-    for (int64_t i = begin; i < end; i++)
-      y[i] = a[i] >= 0.0f ? a[i] : a[i] * p;
-    break;
-  case EW_ELU:
-    for (int64_t i = begin; i < end; i++)
-      y[i] = a[i] > 0.0f ? a[i] : p * expm1f (a[i]);
-    break;
-  case EW_TANH:
-    for (int64_t i = begin; i < end; i++)
-      y[i] = tanhf (a[i]);
-    break;
-  case EW_SIGMOID:
-    for (int64_t i = begin; i < end; i++)
-      y[i] = 1.0f / (1.0f + expf (-a[i]));
-    break;
-  case EW_ADD:
-    for (int64_t i = begin; i < end; i++)
-      y[i] = a[i] + b[i];
-    break;
-  case EW_MUL:
-    for (int64_t i = begin; i < end; i++)
-      y[i] = a[i] * b[i];
-    break;
-  case EW_SCALE:
-    for (int64_t i = begin; i < end; i++)
-      y[i] = a[i] * p;
-    break;
-  case EW_SILU_MUL:
-    for (int64_t i = begin; i < end; i++)
-      y[i] = a[i] / (1.0f + expf (-a[i])) * b[i];
-    break;
+  const int L = CB_VEC_LANES;
+  if (j->kind == EW_ELU || j->kind == EW_TANH) {
+    eltwise_scalar (j, begin, end);
+    return;
+  }
+  const cb_vf zero = cb_vf_splat (0.0f);
+  int64_t i = begin;
+  for (; i + L <= end; i += L)
+    cb_vf_store (j->out + i, eltwise_lanes (j->kind, cb_vf_load (j->a + i),
+                                            j->b ? cb_vf_load (j->b + i) : zero, j->p));
+  if (i < end) {
+    /* the tail through one zero-padded block, so it takes the same path as the rest */
+    float ta[CB_VEC_LANES] = { 0 }, tb[CB_VEC_LANES] = { 0 }, ty[CB_VEC_LANES];
+    size_t m = (size_t) (end - i);
+    memcpy (ta, j->a + i, m * sizeof (float));
+    if (j->b)
+      memcpy (tb, j->b + i, m * sizeof (float));
+    cb_vf_store (ty, eltwise_lanes (j->kind, cb_vf_load (ta), cb_vf_load (tb), j->p));
+    memcpy (j->out + i, ty, m * sizeof (float));
   }
 }
 

@@ -16,8 +16,9 @@
  * ConvTranspose1d [C, OC, K]. Unless a comment says otherwise an op may run in place (out == inp)
  * where the shapes agree, and buffers must not otherwise overlap.
  *
- * Ops never fail: callers validate shapes when the model is built. Scratch memory is the caller's
- * (see the *_scratch_floats helpers), so nothing allocates on the per-token path. */
+ * Ops never fail: callers validate shapes when the model is built. Convolution scratch is the
+ * caller's (the *_scratch_floats helpers); attention keeps its score block in a per-thread buffer
+ * that grows to the largest call and is then reused, so a decode step allocates nothing. */
 #pragma once
 
 #include <glib.h>

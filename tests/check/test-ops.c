@@ -13,6 +13,7 @@
 #include "ops.h"
 #include "parallel.h"
 #include "tensor.h"
+#include "vecmath.h"
 
 #define ATOL 1e-5
 #define RTOL 1e-5
@@ -276,7 +277,8 @@ START_TEST (test_softmax_and_transpose)
     for (int j = 0; j < cols; j++)
       want[i * cols + j] = exp (x[i * cols + j] - mx) / sum;
   }
-  assert_close (out, want, (size_t) rows * cols, "softmax");
+  /* relative: a small probability must be as exact as a large one */
+  assert_close_tol (out, want, (size_t) rows * cols, 1e-12, 2e-6, "softmax");
 
   const int tr = 37, tc = 45;  /* not multiples of the 32 tile */
   float *m = random_buf (&r, (size_t) tr * tc, -1, 1), *mt = g_new (float, (size_t) tr * tc);
@@ -456,7 +458,7 @@ check_attention (guint64 seed, int Tq, int pos0, int L, int H, int Hkv, int D, i
         if (heads[c] != h)
           continue;
         const float *row = probs[c] + (size_t) t * stride;
-        assert_close_tol (row, p, L, 1e-6, 1e-5, "captured probabilities");
+        assert_close_tol (row, p, L, 1e-12, 1e-5, "captured probabilities");
         double sum = 0;
         for (int j = 0; j < L; j++)
           sum += row[j];
@@ -711,6 +713,48 @@ START_TEST (test_elementwise)
 }
 END_TEST
 
+/* The lane functions themselves, at tighter tolerances than the ops built on them: e^x within
+ * 3 ulp (relative 3.6e-7) over its whole range; erfc within 5e-7 absolute (A&S 7.1.26 promises
+ * 1.5e-7, float rounding adds the rest); tanh within 2e-7 absolute. */
+START_TEST (test_vecmath)
+{
+  const int n = 200000;
+  double worst_exp = 0, worst_erfc = 0, worst_tanh = 0;
+  for (int i = 0; i < n; i += CB_VEC_LANES) {
+    float xe[CB_VEC_LANES], xf[CB_VEC_LANES], xt[CB_VEC_LANES];
+    float ye[CB_VEC_LANES], yf[CB_VEC_LANES], yt[CB_VEC_LANES];
+    for (int l = 0; l < CB_VEC_LANES; l++) {
+      float u = (float) (i + l) / n;
+      xe[l] = -87.0f + 175.0f * u;  /* exp on −87 .. 88 */
+      xf[l] = 10.0f * u;            /* erfc on 0 .. 10 */
+      xt[l] = 10.0f * u - 5.0f;     /* tanh on −5 .. 5 */
+    }
+    cb_vf_store (ye, cb_vf_exp (cb_vf_load (xe)));
+    cb_vf_store (yf, cb_vf_erfc_abs (cb_vf_load (xf)));
+    cb_vf_store (yt, cb_vf_tanh (cb_vf_load (xt)));
+    for (int l = 0; l < CB_VEC_LANES; l++) {
+      worst_exp = fmax (worst_exp, fabs (ye[l] - exp (xe[l])) / exp (xe[l]));
+      worst_erfc = fmax (worst_erfc, fabs (yf[l] - erfc (xf[l])));
+      worst_tanh = fmax (worst_tanh, fabs (yt[l] - tanh (xt[l])));
+    }
+  }
+  ck_assert_msg (worst_exp <= 3.6e-7, "exp relative error %g", worst_exp);
+  ck_assert_msg (worst_erfc <= 5e-7, "erfc absolute error %g", worst_erfc);
+  ck_assert_msg (worst_tanh <= 2e-7, "tanh absolute error %g", worst_tanh);
+
+  /* the ends: exact 0 below the range (also −inf), finite above it */
+  float edge[CB_VEC_LANES] = { -INFINITY, -1000.0f, -88.5f, 88.3f, 89.0f, 1000.0f, 0.0f, 1.0f };
+  float out[CB_VEC_LANES];
+  cb_vf_store (out, cb_vf_exp (cb_vf_load (edge)));
+  ck_assert_float_eq (out[0], 0.0f);
+  ck_assert_float_eq (out[1], 0.0f);
+  ck_assert (out[2] >= 0.0f && out[2] < 1e-37f);
+  ck_assert (isfinite (out[3]) && isfinite (out[4]) && isfinite (out[5]) && out[5] > 1e38f);
+  ck_assert_float_eq (out[6], 1.0f);
+  ck_assert_float_eq_tol (out[7], (float) M_E, 1e-6f);
+}
+END_TEST
+
 /* The comparison itself must catch a wrong sign or a small shift. */
 START_TEST (test_checker_detects_errors)
 {
@@ -818,6 +862,7 @@ ops_suite (void)
   tcase_add_test (tc, test_activations);
   tcase_add_test (tc, test_snake);
   tcase_add_test (tc, test_elementwise);
+  tcase_add_test (tc, test_vecmath);
   tcase_add_test (tc, test_checker_detects_errors);
   tcase_add_test (tc, test_arena);
   tcase_add_test (tc, test_cpu_table);
