@@ -594,7 +594,7 @@ typedef struct {
   GString *scratch;       /* NUL-terminated keys for vocabulary lookups */
   GArray *symbols;        /* BpeSymbol, one word at a time */
   GArray *heap;           /* BpeMerge candidates, pair = position of the left symbol */
-  GArray *spans;          /* pre-tokenizer output, pairs of byte offsets */
+  GArray *spans, *spans_next;  /* pre-tokenizer steps' output: pairs of byte offsets */
 } Encoder;
 
 static void
@@ -797,7 +797,7 @@ bpe_word (Encoder *e, const char *w, gsize len)
 static void
 pre_tokenize_and_encode (Encoder *e, const char *s, gsize start, gsize end)
 {
-  GArray *spans = e->spans, *next = g_array_new (FALSE, FALSE, sizeof (gsize));
+  GArray *spans = e->spans, *next = e->spans_next;
   g_array_set_size (spans, 0);
   g_array_append_val (spans, start);
   g_array_append_val (spans, end);
@@ -835,7 +835,7 @@ pre_tokenize_and_encode (Encoder *e, const char *s, gsize start, gsize end)
     bpe_word (e, s + a, b - a);
   }
   e->spans = spans;
-  g_array_free (next, TRUE);
+  e->spans_next = next;
 }
 
 /* Length of the whitespace run ending at s + end (going left, not before start). */
@@ -947,12 +947,14 @@ cb_tokenizer_encode (const CbTokenizer *tok, const char *utf8, GArray *ids_out, 
     .symbols = g_array_new (FALSE, FALSE, sizeof (BpeSymbol)),
     .heap = g_array_new (FALSE, FALSE, sizeof (BpeMerge)),
     .spans = g_array_new (FALSE, FALSE, sizeof (gsize)),
+    .spans_next = g_array_new (FALSE, FALSE, sizeof (gsize)),
   };
   encode_span (&e, text->str, 0, text->len, 0);
   g_string_free (e.scratch, TRUE);
   g_array_free (e.symbols, TRUE);
   g_array_free (e.heap, TRUE);
   g_array_free (e.spans, TRUE);
+  g_array_free (e.spans_next, TRUE);
   g_string_free (text, TRUE);
   return TRUE;
 }
