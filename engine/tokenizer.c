@@ -5,11 +5,15 @@
  * known tokens, and every string is valid UTF-8. */
 #include <string.h>
 
+#include <glib/gstdio.h>
+
 #include "cb-json.h"
 #include "tokenizer.h"
 
 /* Far above any real text vocabulary (704; 2454 multilingual); keeps vocab_size sane. */
 #define CB_TOKENIZER_MAX_ID (1 << 24)
+/* Real files are 20 KB (English) to 100 KB (multilingual): refuse to read anything absurd. */
+#define CB_TOKENIZER_MAX_FILE_BYTES (64u << 20)
 /* Nesting limit for pre-tokenizer Sequences. */
 #define CB_TOKENIZER_MAX_PRE 8
 
@@ -490,6 +494,12 @@ cb_tokenizer_load (const char *path, GError **error)
   JsonParser *parser = NULL;
   const char *bad;
   gboolean ok = FALSE;
+  GStatBuf st;
+  if (g_stat (path, &st) == 0 && st.st_size > CB_TOKENIZER_MAX_FILE_BYTES) {
+    fail (error, CB_ERROR_FORMAT, tok, "%" G_GINT64_FORMAT " bytes is too large for a tokenizer "
+          "(at most %u)", (gint64) st.st_size, CB_TOKENIZER_MAX_FILE_BYTES);
+    goto out;
+  }
   if (!g_file_get_contents (path, &data, &len, &io)) {
     fail (error, g_error_matches (io, G_FILE_ERROR, G_FILE_ERROR_NOENT) ? CB_ERROR_NOT_FOUND
           : CB_ERROR_IO, tok, "cannot read the tokenizer: %s", io->message);

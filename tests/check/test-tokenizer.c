@@ -3,6 +3,7 @@
  * over every code point, and refusal of malformed or unsupported files. */
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <glib/gstdio.h>
 
@@ -304,7 +305,21 @@ START_TEST (test_malformed_files)
   GError *error = NULL;
   ck_assert (cb_tokenizer_load ("/nonexistent/tokenizer.json", &error) == NULL);
   ck_assert (g_error_matches (error, CB_ERROR, CB_ERROR_NOT_FOUND));
+  g_clear_error (&error);
+
+  /* an absurdly large file is refused before it is read (a sparse file: no disk used) */
+  char *dir = cb_test_tmpdir ("tokenizer-big");
+  char *path = g_build_filename (dir, "tokenizer.json", NULL);
+  ck_assert (g_file_set_contents (path, "{", 1, NULL));
+  ck_assert (truncate (path, 65 << 20) == 0);
+  ck_assert (cb_tokenizer_load (path, &error) == NULL);
+  ck_assert (g_error_matches (error, CB_ERROR, CB_ERROR_FORMAT));
+  ck_assert (strstr (error->message, "too large") != NULL);
   g_error_free (error);
+  g_unlink (path);
+  g_rmdir (dir);
+  g_free (path);
+  g_free (dir);
 }
 END_TEST
 
