@@ -29,6 +29,8 @@ struct _CbSafetensors {
   GMappedFile  *map;
   CbTensorInfo *tensors;    /* n, header order; names owned by `names` */
   guint         n;
+  gboolean     *used;       /* n; set by lookups. A pointer, so lookups through a const handle
+                             * may record use: it is bookkeeping, not the file's content. */
   GStringChunk *names;
   GHashTable   *by_name;    /* name -> CbTensorInfo* */
   GHashTable   *metadata;   /* key -> value, both owned */
@@ -281,6 +283,7 @@ parse_header (CbSafetensors *st, const char *header, gsize header_len, const gui
 
   guint n_members = json_object_get_size (obj);
   st->tensors = g_new0 (CbTensorInfo, n_members ? n_members : 1);
+  st->used = g_new0 (gboolean, n_members ? n_members : 1);
   ranges = g_new0 (Range, n_members ? n_members : 1);
   GList *members = json_object_get_members (obj);
   ok = TRUE;
@@ -369,6 +372,7 @@ cb_safetensors_free (CbSafetensors *st)
   g_hash_table_unref (st->by_name);
   g_string_chunk_free (st->names);
   g_free (st->tensors);
+  g_free (st->used);
   g_mapped_file_unref (st->map);
   g_free (st->path);
   g_free (st);
@@ -429,6 +433,7 @@ cb_safetensors_get (const CbSafetensors *st, const char *name, CbDType dtype, in
                  "%s: tensor '%s' is missing (the file holds %u tensors)", st->path, name, st->n);
     return NULL;
   }
+  st->used[t - st->tensors] = TRUE;
   if (dtype != CB_DTYPE_ANY && t->dtype != dtype) {
     g_set_error (error, CB_ERROR, CB_ERROR_MISMATCH, "%s: tensor '%s' has dtype %s, expected %s",
                  st->path, name, cb_dtype_name (t->dtype), cb_dtype_name (dtype));
@@ -625,4 +630,27 @@ cb_safetensors_write (const char *path, guint n, const CbTensorInfo *tensors,
   g_free (tmp);
   g_free (header);
   return ok;
+}
+
+gboolean
+cb_safetensors_check_all_used (const CbSafetensors *st, const char *const *ignore, GError **error)
+{
+  GString *names = g_string_new (NULL);
+  guint n_unused = 0;
+  for (guint i = 0; i < st->n; i++) {
+    gboolean ignored = FALSE;
+    for (guint k = 0; ignore && ignore[k] && !ignored; k++)
+      ignored = g_pattern_match_simple (ignore[k], st->tensors[i].name);
+    if (st->used[i] || ignored)
+      continue;
+    if (n_unused++ < 5)
+      g_string_append_printf (names, "%s'%s'", names->len ? ", " : "", st->tensors[i].name);
+  }
+  if (n_unused)
+    g_set_error (error, CB_ERROR, CB_ERROR_MISMATCH,
+                 "%s: %u tensor%s not used by the model (another model variant?): %s%s",
+                 st->path, n_unused, n_unused == 1 ? " is" : "s are", names->str,
+                 n_unused > 5 ? ", ..." : "");
+  g_string_free (names, TRUE);
+  return n_unused == 0;
 }

@@ -47,10 +47,11 @@ const CbTensorInfo *cb_safetensors_find (const CbSafetensors *st, const char *na
 /* A "__metadata__" value, NULL if absent. */
 const char         *cb_safetensors_metadata (const CbSafetensors *st, const char *key);
 
-/* Lookup with expectation. `dtype` may be CB_DTYPE_ANY; `ndim` may be CB_NDIM_ANY (then `shape` is
- * ignored); `shape` may be NULL (rank checked only) and its entries may be CB_DIM_ANY. A missing
- * tensor or a different dtype, rank or shape is CB_ERROR_MISMATCH naming the file, the tensor, what
- * was expected and what was found. */
+/* Lookup with expectation; records the tensor as used (cb_safetensors_check_all_used). `dtype`
+ * may be CB_DTYPE_ANY; `ndim` may be CB_NDIM_ANY (then `shape` is ignored); `shape` may be NULL
+ * (rank checked only) and its entries may be CB_DIM_ANY. A missing tensor or a different dtype,
+ * rank or shape is CB_ERROR_MISMATCH naming the file, the tensor, what was expected and what was
+ * found. */
 const CbTensorInfo *cb_safetensors_get (const CbSafetensors *st, const char *name, CbDType dtype,
                                         int ndim, const int64_t *shape, GError **error);
 
@@ -60,6 +61,14 @@ const CbTensorInfo *cb_safetensors_get (const CbSafetensors *st, const char *nam
  * time, never per token. Same checks as cb_safetensors_get; an integer tensor is a mismatch. */
 const float        *cb_safetensors_get_f32 (const CbSafetensors *st, const char *name, int ndim,
                                             const int64_t *shape, float **owned, GError **error);
+
+/* Every tensor the file holds must have been looked up with cb_safetensors_get or _get_f32
+ * (successfully or not), except names matching one of the glob patterns in `ignore` (`*` and `?`,
+ * NULL-terminated list, may be NULL). Model builders call this last, so that a file with tensors
+ * the code does not know (another variant, a renamed key) is a CB_ERROR_MISMATCH naming the first
+ * few, as upstream's strict load_state_dict would fail, instead of being silently ignored. */
+gboolean            cb_safetensors_check_all_used (const CbSafetensors *st,
+                                                   const char *const *ignore, GError **error);
 
 /* Write `n` tensors (laid out in the given order, each from info->data/nbytes) and optional
  * metadata (NULL-terminated key, value, key, value, ... list; may be NULL) to `path` as a

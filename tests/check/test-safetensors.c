@@ -164,6 +164,32 @@ START_TEST (test_lookup_mismatches)
 }
 END_TEST
 
+/* A model that does not look up every tensor of its file is told which ones it missed. */
+START_TEST (test_unused_tensors)
+{
+  CbSafetensors *st = open_fixture ();
+  GError *err = NULL;
+  static const char *const names[] = { "f32", "f16", "bf16", "i64", "f64", "u8", "scalar" };
+  for (gsize i = 0; i < G_N_ELEMENTS (names); i++)
+    ck_assert_ptr_nonnull (cb_safetensors_get (st, names[i], CB_DTYPE_ANY, CB_NDIM_ANY, NULL,
+                                               NULL));
+  /* Two left: 'empty' and the quoted name. */
+  ck_assert (!cb_safetensors_check_all_used (st, NULL, &err));
+  assert_error (err, CB_ERROR_MISMATCH, cb_safetensors_path (st), "2 tensors", "'empty'",
+                "not used", NULL);
+  g_clear_error (&err);
+  static const char *const ignore[] = { "quote*", NULL };
+  ck_assert (!cb_safetensors_check_all_used (st, ignore, &err));
+  assert_error (err, CB_ERROR_MISMATCH, "1 tensor is", "'empty'", NULL);
+  g_clear_error (&err);
+  /* A lookup that fails on shape still counts as use: the model asked for it. */
+  ck_assert_ptr_null (cb_safetensors_get (st, "empty", CB_DTYPE_F32, 1, NULL, NULL));
+  ck_assert_msg (cb_safetensors_check_all_used (st, ignore, &err), "%s",
+                 err ? err->message : "?");
+  cb_safetensors_free (st);
+}
+END_TEST
+
 START_TEST (test_writer_roundtrip)
 {
   char *dir = cb_test_tmpdir ("safetensors");
@@ -579,6 +605,7 @@ safetensors_suite (void)
   TCase *tc = tcase_create ("core");
   tcase_add_test (tc, test_read_official_file);
   tcase_add_test (tc, test_lookup_mismatches);
+  tcase_add_test (tc, test_unused_tensors);
   tcase_add_test (tc, test_writer_roundtrip);
   tcase_add_test (tc, test_many_tensors);
   tcase_add_test (tc, test_truncated_and_bad_length);
