@@ -344,10 +344,20 @@ typedef struct {
   int            len;  /* values per channel row */
 } PerChannelJob;
 
-static void
+/* Snake on one block of lanes. Upstream (CosyVoice/chatterbox hifigan Snake) computes
+ * x + (1 / (α + 1e-9)) · sin(x·α)²: the 1e-9 keeps α = 0 finite. */
+CB_VEC_INLINE cb_vf
+snake_lanes (cb_vf x, float alpha, float inv)
+{
+  cb_vf s = cb_vf_sin (x * alpha);
+  return x + inv * (s * s);
+}
+
+CB_VEC_CLONES static void
 per_channel_body (void *ctx, int64_t begin, int64_t end)
 {
   const PerChannelJob *j = ctx;
+  const int L = CB_VEC_LANES;
   for (int64_t c = begin; c < end; c++) {
     const float *x = j->inp + c * j->len;
     float *y = j->out + c * j->len;
@@ -355,13 +365,17 @@ per_channel_body (void *ctx, int64_t begin, int64_t end)
     if (j->kind == PC_BIAS) {
       for (int t = 0; t < j->len; t++)
         y[t] = x[t] + a;
-    } else {
-      /* Upstream (CosyVoice/chatterbox hifigan Snake) adds 1e-9 to alpha before the reciprocal. */
-      const float inv = 1.0f / (a + 1e-9f);
-      for (int t = 0; t < j->len; t++) {
-        float s = sinf (a * x[t]);
-        y[t] = x[t] + inv * (s * s);  /* upstream: (1 / (α + ε)) · sin(x·α)² */
-      }
+      continue;
+    }
+    const float inv = 1.0f / (a + 1e-9f);
+    int t = 0;
+    for (; t + L <= j->len; t += L)
+      cb_vf_store (y + t, snake_lanes (cb_vf_load (x + t), a, inv));
+    if (t < j->len) {
+      float tail[CB_VEC_LANES] = { 0 };
+      memcpy (tail, x + t, sizeof (float) * (j->len - t));
+      cb_vf_store (tail, snake_lanes (cb_vf_load (tail), a, inv));
+      memcpy (y + t, tail, sizeof (float) * (j->len - t));
     }
   }
 }

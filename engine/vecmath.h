@@ -6,7 +6,8 @@
  * Mish values per second of audio. These versions are plain arithmetic on cb_vf, which the compiler
  * maps onto whatever the function's target offers (SSE2, AVX2 or AVX-512 through target_clones, see
  * CB_VEC_CLONES). exp stays within 3 ulp of libm; erfc within 5e-7 absolute (Abramowitz & Stegun
- * 7.1.26, 1.5e-7 in exact arithmetic); tanh within 2e-7 absolute (tests/check/test-ops.c).
+ * 7.1.26, 1.5e-7 in exact arithmetic); tanh within 2e-7 absolute; sin within 2e-7
+ * absolute for |x| <= 1000 (tests/check/test-ops.c).
  *
  * Inputs outside a function's range are clamped: exp(x) is 0 below x = −88.376 and saturates at
  * 3.4e38 above +88.376. NaN inputs are not propagated (these loops never see NaN from finite data). */
@@ -109,6 +110,29 @@ cb_vf_tanh (cb_vf x)
   cb_vf e = cb_vf_exp (-2.0f * cb_vf_abs (x));
   cb_vf t = (1.0f - e) / (1.0f + e);
   return cb_vf_select (x < 0.0f, -t, t);
+}
+
+/* sin(x) for |x| <= 1e5 (larger inputs are clamped): x = k·π + r with |r| <= π/2, π split in three
+ * parts (8 + 12 + 24 bits) so k·π is exact enough for k < 2^12, then the Taylor series of sin(r) to
+ * r^13 (truncation error < 1e-9 on [−π/2, π/2]) and the sign of (−1)^k. */
+CB_VEC_INLINE cb_vf
+cb_vf_sin (cb_vf x)
+{
+  x = cb_vf_min (cb_vf_max (x, cb_vf_splat (-1e5f)), cb_vf_splat (1e5f));
+  cb_vf q = x * 0.318309886183790672f;  /* 1/π */
+  cb_vi k = __builtin_convertvector (q + cb_vf_select (q < 0.0f, cb_vf_splat (-0.5f),
+                                                       cb_vf_splat (0.5f)), cb_vi);
+  cb_vf kf = __builtin_convertvector (k, cb_vf);
+  cb_vf r = ((x - kf * 3.140625f) - kf * 9.677410125732422e-4f) - kf * -8.742277657347586e-8f;
+  cb_vf r2 = r * r;
+  cb_vf p = cb_vf_splat (1.0f / 6227020800.0f);
+  p = p * r2 - 1.0f / 39916800.0f;
+  p = p * r2 + 1.0f / 362880.0f;
+  p = p * r2 - 1.0f / 5040.0f;
+  p = p * r2 + 1.0f / 120.0f;
+  p = p * r2 - 1.0f / 6.0f;
+  cb_vf sr = r + r * r2 * p;
+  return (cb_vf) ((cb_vi) sr ^ (k << 31));  /* odd k flips the sign */
 }
 
 /* Softmax of row[0 .. n) in place (max subtracted first); an all −inf row becomes all 0. Meant to
