@@ -2,6 +2,8 @@
  * round trip, and one clear error per kind of bad file. */
 #include <string.h>
 
+#include <glib/gstdio.h>
+
 #include "cb-check.h"
 #include "config.h"
 
@@ -391,6 +393,58 @@ START_TEST (test_hostile_files)
 }
 END_TEST
 
+/* Deterministic mutations of defaults.json: each load succeeds (and then validates) or fails with
+ * a CB_ERROR naming the file, leaving the config as it was; never a crash (ASan checks). */
+START_TEST (test_mutation_loop)
+{
+  char *src = cb_test_data_path ("config/defaults.json");
+  char *text;
+  gsize len;
+  ck_assert (g_file_get_contents (src, &text, &len, NULL));
+  g_free (src);
+  GRand *rng = g_rand_new_with_seed (4242);
+  int loaded = 0, failed = 0;
+  for (int iter = 0; iter < 300; iter++) {
+    char *buf = g_memdup2 (text, len);
+    gsize n = len;
+    if (g_rand_boolean (rng)) {
+      n = (gsize) g_rand_int_range (rng, 0, (gint32) len);
+    } else {
+      for (int k = g_rand_int_range (rng, 1, 4); k > 0; k--)
+        buf[g_rand_int_range (rng, 0, (gint32) len)] =
+          "{}[]\",:0123456789-.e \\tfnul"[g_rand_int_range (rng, 0, 26)];
+    }
+    char *dir = cb_test_tmpdir ("config-mut");
+    char *path = g_build_filename (dir, "m.json", NULL);
+    ck_assert (g_file_set_contents (path, buf, (gssize) n, NULL));
+    CbConfig base, c;
+    cb_config_init_default (&base);
+    cb_config_init_default (&c);
+    GError *err = NULL;
+    if (cb_config_load_json (&c, path, &err)) {
+      ck_assert (cb_config_validate (&c, NULL));
+      loaded++;
+    } else {
+      ck_assert_msg (err->domain == CB_ERROR && strstr (err->message, path), "%s", err->message);
+      char *diff = cb_config_describe_changes (&base, &c);
+      ck_assert_str_eq (diff, "");
+      g_free (diff);
+      g_error_free (err);
+      failed++;
+    }
+    g_unlink (path);
+    g_rmdir (dir);
+    g_free (path);
+    g_free (dir);
+    g_free (buf);
+  }
+  ck_assert_int_gt (loaded, 0);
+  ck_assert_int_gt (failed, 100);
+  g_rand_free (rng);
+  g_free (text);
+}
+END_TEST
+
 static Suite *
 config_suite (void)
 {
@@ -402,6 +456,7 @@ config_suite (void)
   tcase_add_loop_test (tc, test_bad_files, 0, G_N_ELEMENTS (bad_cases));
   tcase_add_test (tc, test_validate_in_memory);
   tcase_add_test (tc, test_hostile_files);
+  tcase_add_test (tc, test_mutation_loop);
   suite_add_tcase (s, tc);
   return s;
 }
