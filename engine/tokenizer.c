@@ -14,6 +14,8 @@
 #define CB_TOKENIZER_MAX_ID (1 << 24)
 /* Real files are 20 KB (English) to 100 KB (multilingual): refuse to read anything absurd. */
 #define CB_TOKENIZER_MAX_FILE_BYTES (64u << 20)
+/* JSON nesting of a tokenizer.json is about 4; Sequences of Sequences add a little. */
+#define CB_TOKENIZER_MAX_DEPTH 16
 /* Nesting limit for pre-tokenizer Sequences. */
 #define CB_TOKENIZER_MAX_PRE 8
 
@@ -492,7 +494,6 @@ cb_tokenizer_load (const char *path, GError **error)
   gsize len = 0;
   GError *io = NULL;
   JsonParser *parser = NULL;
-  const char *bad;
   gboolean ok = FALSE;
   GStatBuf st;
   if (g_stat (path, &st) == 0 && st.st_size > CB_TOKENIZER_MAX_FILE_BYTES) {
@@ -506,15 +507,10 @@ cb_tokenizer_load (const char *path, GError **error)
     g_error_free (io);
     goto out;
   }
-  /* json-glib does not promise to reject bad UTF-8 (or NUL bytes) in every place: check first. */
-  if (!g_utf8_validate (data, len, &bad)) {
-    fail (error, CB_ERROR_FORMAT, tok, "not valid UTF-8 at byte %" G_GSIZE_FORMAT
-          " (a JSON file must be UTF-8)", (gsize) (bad - data));
-    goto out;
-  }
-  parser = json_parser_new ();
-  if (!json_parser_load_from_data (parser, data, len, &io)) {
-    fail (error, CB_ERROR_FORMAT, tok, "not valid JSON: %s", io->message);
+  /* Strict parse: UTF-8, nesting depth, no duplicate keys (json-glib alone checks none). */
+  parser = cb_json_parse (data, len, CB_TOKENIZER_MAX_DEPTH, FALSE, &io);
+  if (!parser) {
+    fail (error, CB_ERROR_FORMAT, tok, "%s", io->message);
     g_error_free (io);
     goto out;
   }

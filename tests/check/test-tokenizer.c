@@ -287,8 +287,12 @@ START_TEST (test_malformed_files)
   expect_load_error (NULL, "\"[MASK]\": 6", "\"[MA\xc3\x28SK]\": 6", CB_ERROR_FORMAT, "UTF-8");
   /* a lone surrogate written as a JSON escape decodes to no valid UTF-8 either */
   expect_load_error (NULL, "\"[MASK]\": 6", "\"[MA\\udc80SK]\": 6", CB_ERROR_FORMAT, "");
-  expect_load_error (NULL, "\"model\"", "\"model\" [", CB_ERROR_FORMAT, "JSON");
-  expect_load_error (NULL, "{", "[", CB_ERROR_FORMAT, "JSON");
+  expect_load_error (NULL, "\"model\"", "\"model\" [", CB_ERROR_FORMAT, "");
+  expect_load_error (NULL, "{", "[", CB_ERROR_FORMAT, "");
+  expect_load_error (NULL, "\"decoder\": null", "\"decoder\": [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]"
+                     "]]]]]]]]]]]]]]]]]]]]]]]]]]]]]", CB_ERROR_FORMAT, "");
+  expect_load_error (NULL, "\"decoder\": null", "\"decoder\": null, \"decoder\": null",
+                     CB_ERROR_FORMAT, "decoder");
   expect_load_error (set_bad_dropout, NULL, NULL, CB_ERROR_FORMAT, "dropout");
   expect_load_error (set_negative_id, NULL, NULL, CB_ERROR_FORMAT, "out of range");
   expect_load_error (set_huge_id, NULL, NULL, CB_ERROR_FORMAT, "out of range");
