@@ -117,92 +117,178 @@ cb_rope_apply (float *x, const CbRopeTable *rope, int T, int H, int pos0)
 /* ---------------------------------------------------------------------------------------------- */
 /* attention
  *
- * Per head, in blocks of query rows: S = scale·Q·Kᵀ (one GEMM), bias, mask and softmax row by row
- * (our pool), then O = S·V (a second GEMM). Q, K, V and O are addressed in place with the GEMM's
- * leading dimensions (rows of H·D or Hkv·D floats), so nothing is repacked. The score block lives in
- * the calling thread's scratch (cb_thread_scratch), sized Tq·L at most: a decode step reuses the
- * same buffer every time. Heads run one after another so OpenBLAS has the cores for each GEMM. */
+ * Two paths with the same arithmetic definition:
+ *  - many query rows (prefill, S3Gen): per head, in blocks of rows, S = scale·Q·Kᵀ (one GEMM), bias,
+ *    mask and softmax row by row (our pool), then O = S·V (a second GEMM). Q, K, V and O are
+ *    addressed in place through the GEMM's leading dimensions (rows of H·D or Hkv·D floats). Heads
+ *    run one after another so OpenBLAS has the cores for each GEMM.
+ *  - a few query rows (a decode step): BLAS calls on one row are all overhead, so each (head, row)
+ *    is one work item of our pool: dot products, softmax and the weighted sum over V in lanes.
+ * Scores live in the running thread's scratch (cb_thread_scratch): it grows to the largest call and
+ * is then reused, so decode steps allocate nothing. The path depends only on Tq, never on the
+ * thread count, so results do not change with it. */
 
-/* Upper bound on a score block, in floats (16 MiB); longer inputs are processed in row blocks. */
+/* Upper bound on a GEMM-path score block, in floats (16 MiB); longer inputs go in row blocks. */
 #define SCORE_BLOCK_FLOATS (1u << 22)
+/* Up to this many query rows take the direct path. */
+#define DIRECT_MAX_ROWS 8
 
 typedef struct {
-  float       *scores;      /* [rows, ld] */
-  int          ld;          /* keys computed for this block */
-  int          t0;          /* first query row of the block */
-  int          h;
-  int          pos0;        /* causal: query row t sees keys 0 .. pos0+t; -1: all keys */
-  const float *bias;
-  size_t       bias_head_stride, bias_row_stride;
-} SoftmaxJob;
+  float               *out;
+  const float         *q, *k, *v;
+  int                  Tq, L, H, Hkv, D;
+  float                scale;
+  int                  pos0;  /* causal: query row t sees keys 0 .. pos0+t; -1: all L keys */
+  const float         *bias;
+  size_t               bias_head_stride, bias_row_stride;
+  const CbAttnCapture *capture;
+} AttnArgs;
 
-/* Bias, causal mask and softmax of rows [begin, end) of the score block, in place; keys a row may
- * not see end up exactly 0. */
-CB_VEC_CLONES static void
-masked_softmax_body (void *ctx, int64_t begin, int64_t end)
+/* Keys query row t may see among the first `keys` computed. */
+static inline int
+visible_keys (const AttnArgs *a, int t, int keys)
 {
-  const SoftmaxJob *j = ctx;
-  for (int64_t r = begin; r < end; r++) {
-    int t = j->t0 + (int) r;
-    float *row = j->scores + r * j->ld;
-    int n_keys = j->pos0 >= 0 ? MIN (j->ld, j->pos0 + t + 1) : j->ld;
-    if (j->bias) {
-      const float *b = j->bias + j->h * j->bias_head_stride + (size_t) t * j->bias_row_stride;
-      for (int key = 0; key < n_keys; key++)
-        row[key] += b[key];
+  return a->pos0 >= 0 ? MIN (keys, a->pos0 + t + 1) : keys;
+}
+
+/* Bias, causal mask and softmax of one score row of query t, head h, in place; keys the row may not
+ * see end up exactly 0. */
+CB_VEC_INLINE void
+finish_row (const AttnArgs *a, float *row, int h, int t, int keys)
+{
+  int n = visible_keys (a, t, keys);
+  if (a->bias) {
+    const float *b = a->bias + h * a->bias_head_stride + (size_t) t * a->bias_row_stride;
+    for (int key = 0; key < n; key++)
+      row[key] += b[key];
+  }
+  cb_vec_softmax_row (row, n);
+  memset (row + n, 0, sizeof (float) * (keys - n));
+}
+
+/* Copy probability rows of head h (query rows t0 ..) into every capture slot asking for h. */
+static void
+capture_rows (const AttnArgs *a, int h, int t0, int rows, const float *scores, int keys)
+{
+  const CbAttnCapture *cap = a->capture;
+  for (int c = 0; cap && c < cap->n_heads; c++) {
+    if (cap->heads[c] != h)
+      continue;
+    for (int r = 0; r < rows; r++) {
+      float *dst = cap->probs[c] + (size_t) (t0 + r) * cap->row_stride;
+      memcpy (dst, scores + (size_t) r * keys, sizeof (float) * keys);
+      memset (dst + keys, 0, sizeof (float) * (a->L - keys));
     }
-    cb_vec_softmax_row (row, n_keys);
-    memset (row + n_keys, 0, sizeof (float) * (j->ld - n_keys));
   }
 }
 
-/* Shared by both entry points; pos0 >= 0 selects causal attention with L = pos0 + Tq. */
-static void
-attention (float *out, const float *q, const float *k, const float *v, int Tq, int L, int H,
-           int Hkv, int D, float scale, int pos0, const float *bias, size_t bias_head_stride,
-           size_t bias_row_stride, const CbAttnCapture *capture)
+/* ---- GEMM path ---- */
+
+typedef struct {
+  const AttnArgs *a;
+  float          *scores;  /* [rows, keys] */
+  int             keys, t0, h;
+} RowsJob;
+
+CB_VEC_CLONES static void
+finish_rows_body (void *ctx, int64_t begin, int64_t end)
 {
-  if (Tq <= 0 || L <= 0)
-    return;
-  const int group = H / Hkv;
-  const int q_ld = H * D, kv_ld = Hkv * D;
-  const int block_rows = (int) CLAMP ((int64_t) SCORE_BLOCK_FLOATS / L, 1, Tq);
-  float *scores = cb_thread_scratch ((size_t) block_rows * L);
+  const RowsJob *j = ctx;
+  for (int64_t r = begin; r < end; r++)
+    finish_row (j->a, j->scores + r * j->keys, j->h, j->t0 + (int) r, j->keys);
+}
 
-  for (int h = 0; h < H; h++) {
-    const float *kh = k + (size_t) (h / group) * D, *vh = v + (size_t) (h / group) * D;
-    for (int t0 = 0; t0 < Tq; t0 += block_rows) {
-      const int rows = MIN (block_rows, Tq - t0);
+static void
+attention_gemm (const AttnArgs *a)
+{
+  const int group = a->H / a->Hkv, D = a->D;
+  const int q_ld = a->H * D, kv_ld = a->Hkv * D;
+  const int block_rows = (int) CLAMP ((int64_t) SCORE_BLOCK_FLOATS / a->L, 1, a->Tq);
+  float *scores = cb_thread_scratch ((size_t) block_rows * a->L);
+
+  for (int h = 0; h < a->H; h++) {
+    const float *kh = a->k + (size_t) (h / group) * D, *vh = a->v + (size_t) (h / group) * D;
+    for (int t0 = 0; t0 < a->Tq; t0 += block_rows) {
+      const int rows = MIN (block_rows, a->Tq - t0);
       /* a causal block needs keys up to its last row's position only */
-      const int keys = pos0 >= 0 ? pos0 + t0 + rows : L;
-      const float *qb = q + (size_t) t0 * q_ld + (size_t) h * D;
-      float *ob = out + (size_t) t0 * q_ld + (size_t) h * D;
+      const int keys = a->pos0 >= 0 ? a->pos0 + t0 + rows : a->L;
+      const float *qb = a->q + (size_t) t0 * q_ld + (size_t) h * D;
+      float *ob = a->out + (size_t) t0 * q_ld + (size_t) h * D;
 
-      if (rows == 1)  /* decode step: GEMV, as GEMM would pack a one-row operand */
-        cblas_sgemv (CblasRowMajor, CblasNoTrans, keys, D, scale, kh, kv_ld, qb, 1, 0.0f, scores, 1);
-      else
-        cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasTrans, rows, keys, D, scale, qb, q_ld, kh,
-                     kv_ld, 0.0f, scores, keys);
-      SoftmaxJob job = { scores, keys, t0, h, pos0, bias, bias_head_stride, bias_row_stride };
-      cb_parallel_for (rows, 1 + 8192 / keys, masked_softmax_body, &job);
-
-      for (int c = 0; capture && c < capture->n_heads; c++) {
-        if (capture->heads[c] != h)
-          continue;
-        for (int r = 0; r < rows; r++) {
-          float *dst = capture->probs[c] + (size_t) (t0 + r) * capture->row_stride;
-          memcpy (dst, scores + (size_t) r * keys, sizeof (float) * keys);
-          memset (dst + keys, 0, sizeof (float) * (L - keys));
-        }
-      }
-
-      if (rows == 1)
-        cblas_sgemv (CblasRowMajor, CblasTrans, keys, D, 1.0f, vh, kv_ld, scores, 1, 0.0f, ob, 1);
-      else
-        cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, D, keys, 1.0f, scores, keys,
-                     vh, kv_ld, 0.0f, ob, q_ld);
+      cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasTrans, rows, keys, D, a->scale, qb, q_ld, kh,
+                   kv_ld, 0.0f, scores, keys);
+      RowsJob job = { a, scores, keys, t0, h };
+      cb_parallel_for (rows, 1 + 8192 / keys, finish_rows_body, &job);
+      capture_rows (a, h, t0, rows, scores, keys);
+      cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, D, keys, 1.0f, scores, keys,
+                   vh, kv_ld, 0.0f, ob, q_ld);
     }
   }
+}
+
+/* ---- direct path ---- */
+
+CB_VEC_INLINE float
+dot_lanes (const float *x, const float *y, int n)
+{
+  cb_vf acc = cb_vf_splat (0.0f);
+  int i = 0;
+  for (; i + CB_VEC_LANES <= n; i += CB_VEC_LANES)
+    acc += cb_vf_load (x + i) * cb_vf_load (y + i);
+  float sum = 0.0f;
+  for (int l = 0; l < CB_VEC_LANES; l++)
+    sum += acc[l];
+  for (; i < n; i++)
+    sum += x[i] * y[i];
+  return sum;
+}
+
+/* Work items are (head, query row) pairs, head-major. */
+CB_VEC_CLONES static void
+direct_body (void *ctx, int64_t begin, int64_t end)
+{
+  const AttnArgs *a = ctx;
+  const int group = a->H / a->Hkv, D = a->D;
+  const int keys = a->pos0 >= 0 ? a->pos0 + a->Tq : a->L;
+  float *scores = cb_thread_scratch ((size_t) keys);
+
+  for (int64_t item = begin; item < end; item++) {
+    const int h = (int) (item / a->Tq), t = (int) (item % a->Tq);
+    const float *qrow = a->q + ((size_t) t * a->H + h) * D;
+    const float *kh = a->k + (size_t) (h / group) * D, *vh = a->v + (size_t) (h / group) * D;
+    float *orow = a->out + ((size_t) t * a->H + h) * D;
+    const int n = visible_keys (a, t, keys);
+
+    for (int key = 0; key < n; key++)
+      scores[key] = dot_lanes (qrow, kh + (size_t) key * a->Hkv * D, D) * a->scale;
+    finish_row (a, scores, h, t, keys);
+    capture_rows (a, h, t, 1, scores, keys);
+
+    for (int d = 0; d < D; d++)
+      orow[d] = 0.0f;
+    for (int key = 0; key < n; key++) {
+      const float p = scores[key], *vrow = vh + (size_t) key * a->Hkv * D;
+      int d = 0;
+      for (; d + CB_VEC_LANES <= D; d += CB_VEC_LANES)
+        cb_vf_store (orow + d, cb_vf_load (orow + d) + p * cb_vf_load (vrow + d));
+      for (; d < D; d++)
+        orow[d] += p * vrow[d];
+    }
+  }
+}
+
+static void
+attention (const AttnArgs *a)
+{
+  if (a->Tq <= 0 || a->L <= 0)
+    return;
+  if (a->Tq > DIRECT_MAX_ROWS) {
+    attention_gemm (a);
+    return;
+  }
+  /* a few heads per part: one head against a short cache is too little work to hand over */
+  int64_t grain = 1 + 16384 / ((int64_t) a->D * a->L);
+  cb_parallel_for ((int64_t) a->H * a->Tq, grain, direct_body, (void *) a);
 }
 
 void
@@ -210,7 +296,8 @@ cb_attention_causal (float *out, const float *q, const float *k, const float *v,
                      int T, int pos0, int H, int Hkv, int D, float scale,
                      const CbAttnCapture *capture)
 {
-  attention (out, q, k, v, T, pos0 + T, H, Hkv, D, scale, pos0, NULL, 0, 0, capture);
+  AttnArgs a = { out, q, k, v, T, pos0 + T, H, Hkv, D, scale, pos0, NULL, 0, 0, capture };
+  attention (&a);
 }
 
 void
@@ -219,6 +306,7 @@ cb_attention (float *out, const float *q, const float *k, const float *v,
               const float *bias, size_t bias_head_stride, size_t bias_row_stride,
               const CbAttnCapture *capture)
 {
-  attention (out, q, k, v, Tq, L, H, Hkv, D, scale, -1, bias, bias_head_stride, bias_row_stride,
-             capture);
+  AttnArgs a = { out, q, k, v, Tq, L, H, Hkv, D, scale, -1, bias, bias_head_stride,
+                 bias_row_stride, capture };
+  attention (&a);
 }

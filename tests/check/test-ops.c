@@ -108,8 +108,8 @@ run_op_mix (size_t *n_out)
   float *v = random_buf (&r, (size_t) L * H * D, -1, 1), *cw = random_buf (&r, (size_t) OC * C * 3, -1, 1);
   const int B = 384;
   float *big = random_buf (&r, (size_t) 2 * B * B, -1, 1);
-  size_t n = (size_t) T * OC + (size_t) T * H * D + (size_t) T * L + (size_t) OC * T + (size_t) T * C
-             + (size_t) B * B;
+  size_t n = (size_t) T * OC + (size_t) T * H * D + (size_t) T * L + (size_t) H * D
+             + (size_t) OC * T + (size_t) T * C + (size_t) B * B;
   float *out = g_new0 (float, n), *o = out;
   int head = 2;
   float *probs = g_new0 (float, (size_t) T * L);
@@ -121,6 +121,8 @@ run_op_mix (size_t *n_out)
   o += (size_t) T * H * D;
   memcpy (o, probs, sizeof (float) * T * L);
   o += (size_t) T * L;
+  cb_attention_causal (o, q, k, v, 1, L - 1, H, H, D, 0.25f, NULL);  /* a decode step */
+  o += (size_t) H * D;
   /* x read as [C, T] channels-first */
   cb_conv1d (o, x, cw, NULL, C, T, OC, 3, 1, 2, 0, 1, 1, NULL);
   o += (size_t) OC * T;
@@ -413,7 +415,8 @@ ref_attention_row (double *o, double *p, const float *q, const float *k, const f
   }
 }
 
-/* One attention case, causal when pos0 >= 0, with heads 1 and H-1 captured. */
+/* One attention case, causal when pos0 >= 0, with heads 1 and H-1 captured. Tq <= 8 exercises the
+ * direct (decode) path of ops-cpu-attn.c, more rows the GEMM path. */
 static void
 check_attention (guint64 seed, int Tq, int pos0, int L, int H, int Hkv, int D, int bias_kind)
 {
@@ -487,6 +490,8 @@ START_TEST (test_attention_causal)
   check_attention (12, 70, 0, 0, 3, 1, 24, 0);   /* prefill from position 0, one KV head */
   check_attention (13, 1, 0, 0, 2, 2, 8, 0);     /* a single key */
   check_attention (14, 1100, 3000, 0, 2, 1, 8, 0); /* more scores than one block: row blocks */
+  check_attention (15, 8, 40, 0, 4, 2, 20, 0);     /* the most rows the direct path takes */
+  check_attention (16, 9, 40, 0, 4, 2, 20, 0);     /* the fewest the GEMM path takes */
 }
 END_TEST
 
@@ -497,6 +502,8 @@ START_TEST (test_attention_full)
   check_attention (22, 17, -1, 70, 2, 1, 12, 2);  /* full per-head bias */
   check_attention (23, 1, -1, 1, 2, 2, 8, 0);
   check_attention (24, 1100, -1, 4000, 1, 1, 8, 1); /* row blocks, masked keys */
+  check_attention (25, 5, -1, 77, 4, 2, 20, 1);     /* direct path with a key mask */
+  check_attention (26, 3, -1, 77, 4, 4, 24, 2);     /* direct path with a full bias */
 }
 END_TEST
 
