@@ -16,10 +16,101 @@
 /* ---------------------------------------------------------------------------------------------- */
 /* matrix products */
 
+/* Up to this many rows a matmul streams each weight row once against all input rows (the T3 decode
+ * step: one or two CFG rows), where a GEMM would pack the whole weight matrix first. */
+#define SMALL_T_MAX 4
+
+typedef struct {
+  float       *out;
+  const float *inp, *weight, *bias;
+  int          T, C, OC;
+  gboolean     accumulate;
+} MatmulJob;
+
+/* sums[r·T + t] = w[r] · inp[t] for R weight rows (C floats apart) and T input rows. Inlined with
+ * constant R and T (see below) so the R·T accumulators stay in registers: independent chains keep
+ * the FMA units busy, where one chain per row would wait on each add. Each sum is formed the same
+ * way whatever R is, so results do not depend on how rows were grouped. */
+CB_VEC_INLINE void
+dot_block (const float *w, const float *inp, int C, int R, int T, float *sums)
+{
+  const int L = CB_VEC_LANES;
+  cb_vf acc[SMALL_T_MAX * 4];
+#pragma GCC unroll 16
+  for (int n = 0; n < R * T; n++)
+    acc[n] = cb_vf_splat (0.0f);
+  int i = 0;
+  for (; i + L <= C; i += L) {
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++) {
+      cb_vf wv = cb_vf_load (w + (size_t) r * C + i);
+#pragma GCC unroll 4
+      for (int t = 0; t < T; t++)
+        acc[r * T + t] += wv * cb_vf_load (inp + (size_t) t * C + i);
+    }
+  }
+  for (int r = 0; r < R; r++)
+    for (int t = 0; t < T; t++) {
+      float sum = 0.0f;
+      for (int l = 0; l < L; l++)
+        sum += acc[r * T + t][l];
+      for (int c = i; c < C; c++)
+        sum += w[(size_t) r * C + c] * inp[(size_t) t * C + c];
+      sums[r * T + t] = sum;
+    }
+}
+
+/* out rows for output channels [o, o+R) from sums laid out as dot_block leaves them. */
+static inline void
+store_block (const MatmulJob *j, int64_t o, int R, const float *sums)
+{
+  for (int r = 0; r < R; r++)
+    for (int t = 0; t < j->T; t++) {
+      float *y = j->out + (size_t) t * j->OC + o + r;
+      *y = (j->accumulate ? *y : 0.0f) + (j->bias ? j->bias[o + r] : 0.0f) + sums[r * j->T + t];
+    }
+}
+
+/* Items are output channels: each weight row is read once and dotted with every input row, four
+ * rows at a time (two when T > 2, to stay within the registers), single rows at the end. */
+CB_VEC_CLONES static void
+matmul_small_t_body (void *ctx, int64_t begin, int64_t end)
+{
+  const MatmulJob *j = ctx;
+  const int C = j->C, T = j->T, R = T <= 2 ? 4 : 2;
+  float sums[SMALL_T_MAX * 4];
+  int64_t o = begin;
+  for (; o + R <= end; o += R) {
+    const float *w = j->weight + o * C;
+    switch (T) {  /* one specialised copy per shape */
+    case 1: dot_block (w, j->inp, C, 4, 1, sums); break;
+    case 2: dot_block (w, j->inp, C, 4, 2, sums); break;
+    case 3: dot_block (w, j->inp, C, 2, 3, sums); break;
+    default: dot_block (w, j->inp, C, 2, 4, sums); break;
+    }
+    store_block (j, o, R, sums);
+  }
+  for (; o < end; o++) {
+    const float *w = j->weight + o * C;
+    switch (T) {
+    case 1: dot_block (w, j->inp, C, 1, 1, sums); break;
+    case 2: dot_block (w, j->inp, C, 1, 2, sums); break;
+    case 3: dot_block (w, j->inp, C, 1, 3, sums); break;
+    default: dot_block (w, j->inp, C, 1, 4, sums); break;
+    }
+    store_block (j, o, 1, sums);
+  }
+}
+
 static void
 matmul (float *out, const float *inp, const float *weight, const float *bias,
         int T, int C, int OC, gboolean accumulate)
 {
+  if (T <= SMALL_T_MAX) {
+    MatmulJob job = { out, inp, weight, bias, T, C, OC, accumulate };
+    cb_parallel_for (OC, 1 + ELTWISE_GRAIN / MAX (C, 1), matmul_small_t_body, &job);
+    return;
+  }
   float beta = accumulate ? 1.0f : 0.0f;
   if (bias) {
     /* Put the bias into out first and let the GEMM add to it: one pass instead of two. */
@@ -32,11 +123,8 @@ matmul (float *out, const float *inp, const float *weight, const float *bias,
     }
     beta = 1.0f;
   }
-  if (T == 1)  /* a decode step: GEMV avoids GEMM's packing of a one-row operand */
-    cblas_sgemv (CblasRowMajor, CblasNoTrans, OC, C, 1.0f, weight, C, inp, 1, beta, out, 1);
-  else
-    cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasTrans, T, OC, C, 1.0f, inp, C, weight, C,
-                 beta, out, OC);
+  cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasTrans, T, OC, C, 1.0f, inp, C, weight, C,
+               beta, out, OC);
 }
 
 void

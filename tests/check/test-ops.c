@@ -109,7 +109,7 @@ run_op_mix (size_t *n_out)
   const int B = 384;
   float *big = random_buf (&r, (size_t) 2 * B * B, -1, 1);
   size_t n = (size_t) T * OC + (size_t) T * H * D + (size_t) T * L + (size_t) H * D
-             + (size_t) OC * T + (size_t) T * C + (size_t) B * B;
+             + (size_t) OC * T + (size_t) T * C + (size_t) B * B + (size_t) 2 * B;
   float *out = g_new0 (float, n), *o = out;
   int head = 2;
   float *probs = g_new0 (float, (size_t) T * L);
@@ -132,6 +132,8 @@ run_op_mix (size_t *n_out)
   /* large enough for OpenBLAS to split the GEMM and for our pool to split the activation */
   cb_matmul (o, big, big + (size_t) B * B, NULL, B, B, B);
   cb_mish (o, o, (size_t) B * B);
+  o += (size_t) B * B;
+  cb_matmul (o, big, big + (size_t) B * B, NULL, 2, B, B);  /* the row-streaming kernel */
   *n_out = n;
   g_free (x), g_free (w), g_free (q), g_free (k), g_free (v), g_free (cw), g_free (probs), g_free (big);
   return out;
@@ -182,7 +184,7 @@ ref_matmul (double *out, const float *inp, const float *w, const float *bias, co
 START_TEST (test_matmul)
 {
   Rng r = { 1 };
-  const int Ts[] = { 1, 2, 7, 33 };
+  const int Ts[] = { 1, 2, 3, 4, 5, 7, 33 };  /* 1..4: the row-streaming kernel; more: GEMM */
   const int C = 37, OC = 19;
   for (size_t i = 0; i < G_N_ELEMENTS (Ts); i++) {
     int T = Ts[i];
