@@ -70,6 +70,10 @@ cb_add_u64 (guint64 a, guint64 b, guint64 *out)
   return TRUE;
 }
 
+/* Unicode White_Space property (what Rust's regex \s and char::is_whitespace test; Python's
+ * str.split() adds U+001C..U+001F to it). */
+gboolean cb_unichar_is_white_space (gunichar c);
+
 /* Half-precision conversions (exact; round-to-nearest-even is not needed for widening). */
 float cb_f16_to_f32 (uint16_t h);
 float cb_bf16_to_f32 (uint16_t b);

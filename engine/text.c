@@ -8,6 +8,8 @@
 
 #include "text.h"
 
+#include "cb-common.h"
+
 static const char CB_EMPTY_TEXT_SENTENCE[] = "You need to add some text for me to talk.";
 
 /* Upstream's punc_to_replace, applied in this order, each to the whole string. */
@@ -41,16 +43,9 @@ static const gunichar OTHER_LOWERCASE[][2] = {
 gboolean
 cb_text_is_python_space (gunichar c)
 {
-  /* Python's Py_UNICODE_ISSPACE: bidi class WS, B or S, or category Zs. */
-  if (c <= 0x20)
-    return c == 0x20 || (c >= 0x09 && c <= 0x0d) || (c >= 0x1c && c <= 0x1f);
-  switch (c) {
-    case 0x85: case 0xa0: case 0x1680: case 0x2028: case 0x2029: case 0x202f: case 0x205f:
-    case 0x3000:
-      return TRUE;
-    default:
-      return c >= 0x2000 && c <= 0x200a;
-  }
+  /* Python's Py_UNICODE_ISSPACE: bidi class WS, B or S, or category Zs — White_Space plus the
+   * information separators U+001C..U+001F. */
+  return cb_unichar_is_white_space (c) || (c >= 0x1c && c <= 0x1f);
 }
 
 gboolean

@@ -54,16 +54,7 @@ struct _CbTokenizer {
 gboolean
 cb_tokenizer_is_rust_space (gunichar c)
 {
-  /* White_Space: what both regex \s and char::is_whitespace test. */
-  if (c <= 0x20)
-    return c == 0x20 || (c >= 0x09 && c <= 0x0d);
-  switch (c) {
-    case 0x85: case 0xa0: case 0x1680: case 0x2028: case 0x2029: case 0x202f: case 0x205f:
-    case 0x3000:
-      return TRUE;
-    default:
-      return c >= 0x2000 && c <= 0x200a;
-  }
+  return cb_unichar_is_white_space (c);
 }
 
 gboolean
