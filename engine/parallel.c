@@ -8,7 +8,8 @@
  *
  * The pool is started lazily by the first parallel loop, in the process that runs it: threads do
  * not survive fork() (Check runs every test in a forked child), so a pool found to belong to another
- * process is forgotten and started afresh. */
+ * process is forgotten and started afresh. (Forking while another thread is inside a parallel loop
+ * is not supported: the child would inherit a held lock.) */
 #include "parallel.h"
 #include "ops.h"
 
@@ -128,7 +129,13 @@ static void
 stop_workers (void)
 {
   if (pool.owner != getpid ()) {
-    /* Inherited over fork(): the threads do not exist here; their handles are unreachable. */
+    /* Inherited over fork(): the threads do not exist in this process, so they can be neither
+     * joined nor freed; their handles are parked where they stay reachable. */
+    static GPtrArray *inherited;
+    if (pool.n_workers > 0 && !inherited)
+      inherited = g_ptr_array_new ();
+    for (int i = 0; i < pool.n_workers; i++)
+      g_ptr_array_add (inherited, pool.workers[i]);
     pool.n_workers = 0;
     return;
   }

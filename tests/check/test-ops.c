@@ -4,6 +4,8 @@
  * |got − want| <= 1e-5 + 1e-5·|want| (float rounding over sums of a few hundred terms stays well
  * inside that; a wrong sign or index does not). */
 #include <cblas.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <math.h>
 #include <string.h>
 
@@ -92,6 +94,35 @@ START_TEST (test_parallel_for_covers_once)
       ck_assert_int_eq (visits[i], 50);
     ck_assert_int_eq (cb_parallel_pool_workers (), threads - 1);
   }
+  g_free (visits);
+}
+END_TEST
+
+/* A forked child inherits a pool whose threads it does not have: it must start its own. */
+START_TEST (test_pool_after_fork)
+{
+  const int64_t n = 1000;
+  gint *visits = g_new0 (gint, n);
+  VisitCtx ctx = { visits };
+  cb_set_num_threads (2);
+  cb_parallel_for (n, 1, visit_body, &ctx);
+  ck_assert_int_eq (cb_parallel_pool_workers (), 1);
+
+  pid_t pid = fork ();
+  ck_assert_int_ge (pid, 0);
+  if (pid == 0) {
+    int ok = cb_parallel_pool_workers () == 0;  /* the parent's worker is not here */
+    cb_parallel_for (n, 1, visit_body, &ctx);
+    ok = ok && cb_parallel_pool_workers () == 1;
+    for (int64_t i = 0; i < n; i++)
+      ok = ok && visits[i] == 2;
+    g_free (visits);
+    exit (ok ? 0 : 1);  /* exit, not _exit: leak checking runs in the child too */
+  }
+  int status = 0;
+  ck_assert_int_eq (waitpid (pid, &status, 0), pid);
+  ck_assert (WIFEXITED (status));
+  ck_assert_int_eq (WEXITSTATUS (status), 0);
   g_free (visits);
 }
 END_TEST
@@ -863,6 +894,7 @@ ops_suite (void)
   TCase *tc = tcase_create ("cpu");
   tcase_set_timeout (tc, 120);
   tcase_add_test (tc, test_parallel_for_covers_once);
+  tcase_add_test (tc, test_pool_after_fork);
   tcase_add_test (tc, test_threads_honoured_and_deterministic);
   tcase_add_test (tc, test_matmul);
   tcase_add_test (tc, test_norms);
