@@ -2,6 +2,7 @@
  * softmax, activations, elementwise arithmetic, and the CbOps table of the CPU backend.
  * Attention and RoPE live in ops-cpu-attn.c, convolutions in ops-cpu-conv.c. */
 #include "backend.h"
+#include "cb-common.h"
 #include "ops.h"
 #include "parallel.h"
 #include "vecmath.h"
@@ -22,17 +23,31 @@
 
 typedef struct {
   float       *out;
-  const float *inp, *weight, *bias;
+  const float *inp, *bias;
+  const void  *weight;  /* float, or guint16 BF16 when bf16 */
   int          T, C, OC;
-  gboolean     accumulate;
+  gboolean     accumulate, bf16;
 } MatmulJob;
+
+/* Weights [idx, idx + lanes) as F32; `bf16` is a constant wherever this is inlined. */
+CB_VEC_INLINE cb_vf
+load_weights (const void *w, size_t idx, gboolean bf16)
+{
+  return bf16 ? cb_vf_load_bf16 ((const guint16 *) w + idx) : cb_vf_load ((const float *) w + idx);
+}
+
+static inline float
+weight_at (const void *w, size_t idx, gboolean bf16)
+{
+  return bf16 ? cb_bf16_to_f32 (((const guint16 *) w)[idx]) : ((const float *) w)[idx];
+}
 
 /* sums[r·T + t] = w[r] · inp[t] for R weight rows (C floats apart) and T input rows. Inlined with
  * constant R and T (see below) so the R·T accumulators stay in registers: independent chains keep
  * the FMA units busy, where one chain per row would wait on each add. Each sum is formed the same
  * way whatever R is, so results do not depend on how rows were grouped. */
 CB_VEC_INLINE void
-dot_block (const float *w, const float *inp, int C, int R, int T, float *sums)
+dot_block (const void *w, gboolean bf16, const float *inp, int C, int R, int T, float *sums)
 {
   const int L = CB_VEC_LANES;
   cb_vf acc[SMALL_T_MAX * 4];
@@ -43,7 +58,7 @@ dot_block (const float *w, const float *inp, int C, int R, int T, float *sums)
   for (; i + L <= C; i += L) {
 #pragma GCC unroll 4
     for (int r = 0; r < R; r++) {
-      cb_vf wv = cb_vf_load (w + (size_t) r * C + i);
+      cb_vf wv = load_weights (w, (size_t) r * C + i, bf16);
 #pragma GCC unroll 4
       for (int t = 0; t < T; t++)
         acc[r * T + t] += wv * cb_vf_load (inp + (size_t) t * C + i);
@@ -55,7 +70,7 @@ dot_block (const float *w, const float *inp, int C, int R, int T, float *sums)
       for (int l = 0; l < L; l++)
         sum += acc[r * T + t][l];
       for (int c = i; c < C; c++)
-        sum += w[(size_t) r * C + c] * inp[(size_t) t * C + c];
+        sum += weight_at (w, (size_t) r * C + c, bf16) * inp[(size_t) t * C + c];
       sums[r * T + t] = sum;
     }
 }
@@ -71,74 +86,140 @@ store_block (const MatmulJob *j, int64_t o, int R, const float *sums)
     }
 }
 
+/* Rows [o, o+R) of the product for T input rows; R and T constant after inlining. */
+CB_VEC_INLINE void
+small_t_rows (const MatmulJob *j, int64_t o, int R, int T, float *sums)
+{
+  size_t at = (size_t) o * j->C;
+  const void *w = j->bf16 ? (const void *) ((const guint16 *) j->weight + at)
+                          : (const void *) ((const float *) j->weight + at);
+  if (j->bf16)
+    dot_block (w, TRUE, j->inp, j->C, R, T, sums);
+  else
+    dot_block (w, FALSE, j->inp, j->C, R, T, sums);
+}
+
 /* Items are output channels: each weight row is read once and dotted with every input row, four
  * rows at a time (two when T > 2, to stay within the registers), single rows at the end. */
 CB_VEC_CLONES static void
 matmul_small_t_body (void *ctx, int64_t begin, int64_t end)
 {
   const MatmulJob *j = ctx;
-  const int C = j->C, T = j->T, R = T <= 2 ? 4 : 2;
+  const int T = j->T, R = T <= 2 ? 4 : 2;
   float sums[SMALL_T_MAX * 4];
   int64_t o = begin;
   for (; o + R <= end; o += R) {
-    const float *w = j->weight + o * C;
     switch (T) {  /* one specialised copy per shape */
-    case 1: dot_block (w, j->inp, C, 4, 1, sums); break;
-    case 2: dot_block (w, j->inp, C, 4, 2, sums); break;
-    case 3: dot_block (w, j->inp, C, 2, 3, sums); break;
-    default: dot_block (w, j->inp, C, 2, 4, sums); break;
+    case 1: small_t_rows (j, o, 4, 1, sums); break;
+    case 2: small_t_rows (j, o, 4, 2, sums); break;
+    case 3: small_t_rows (j, o, 2, 3, sums); break;
+    default: small_t_rows (j, o, 2, 4, sums); break;
     }
     store_block (j, o, R, sums);
   }
   for (; o < end; o++) {
-    const float *w = j->weight + o * C;
     switch (T) {
-    case 1: dot_block (w, j->inp, C, 1, 1, sums); break;
-    case 2: dot_block (w, j->inp, C, 1, 2, sums); break;
-    case 3: dot_block (w, j->inp, C, 1, 3, sums); break;
-    default: dot_block (w, j->inp, C, 1, 4, sums); break;
+    case 1: small_t_rows (j, o, 1, 1, sums); break;
+    case 2: small_t_rows (j, o, 1, 2, sums); break;
+    case 3: small_t_rows (j, o, 1, 3, sums); break;
+    default: small_t_rows (j, o, 1, 4, sums); break;
     }
     store_block (j, o, 1, sums);
   }
 }
 
-static void
-matmul (float *out, const float *inp, const float *weight, const float *bias,
-        int T, int C, int OC, gboolean accumulate)
+/* Floats of BF16 weights widened to F32 at once on the GEMM path (16 MiB of scratch): few, large
+ * GEMMs, as splitting the weight into narrow blocks costs OpenBLAS a repacked input each time. */
+#define BF16_BLOCK_FLOATS (1 << 22)
+
+typedef struct {
+  float         *out;
+  const guint16 *inp;
+} WidenJob;
+
+CB_VEC_CLONES static void
+widen_body (void *ctx, int64_t begin, int64_t end)
 {
+  const WidenJob *j = ctx;
+  int64_t i = begin;
+  for (; i + CB_VEC_LANES <= end; i += CB_VEC_LANES)
+    cb_vf_store (j->out + i, cb_vf_load_bf16 (j->inp + i));
+  for (; i < end; i++)
+    j->out[i] = cb_bf16_to_f32 (j->inp[i]);
+}
+
+static void
+matmul (const MatmulJob *job)
+{
+  const int T = job->T, C = job->C, OC = job->OC;
   if (T <= SMALL_T_MAX) {
-    MatmulJob job = { out, inp, weight, bias, T, C, OC, accumulate };
-    cb_parallel_for (OC, 1 + ELTWISE_GRAIN / MAX (C, 1), matmul_small_t_body, &job);
+    cb_parallel_for (OC, 1 + ELTWISE_GRAIN / MAX (C, 1), matmul_small_t_body, (void *) job);
     return;
   }
-  float beta = accumulate ? 1.0f : 0.0f;
-  if (bias) {
+  float beta = job->accumulate ? 1.0f : 0.0f;
+  if (job->bias) {
     /* Put the bias into out first and let the GEMM add to it: one pass instead of two. */
     for (int t = 0; t < T; t++) {
-      float *row = out + (size_t) t * OC;
-      if (accumulate)
-        cb_add (row, row, bias, OC);
+      float *row = job->out + (size_t) t * OC;
+      if (job->accumulate)
+        cb_add (row, row, job->bias, OC);
       else
-        memcpy (row, bias, sizeof (float) * OC);
+        memcpy (row, job->bias, sizeof (float) * OC);
     }
     beta = 1.0f;
   }
-  cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasTrans, T, OC, C, 1.0f, inp, C, weight, C,
-               beta, out, OC);
+  if (!job->bf16) {
+    cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasTrans, T, OC, C, 1.0f, job->inp, C, job->weight,
+                 C, beta, job->out, OC);
+    return;
+  }
+  /* BF16 with many rows (a prefill): widen a block of weight rows, GEMM it into its columns of out */
+  const int block = (int) CLAMP (BF16_BLOCK_FLOATS / C, 1, OC);
+  float *wide = cb_thread_scratch ((size_t) block * C);
+  for (int o0 = 0; o0 < OC; o0 += block) {
+    const int rows = MIN (block, OC - o0);
+    WidenJob widen = { wide, (const guint16 *) job->weight + (size_t) o0 * C };
+    cb_parallel_for ((int64_t) rows * C, ELTWISE_GRAIN, widen_body, &widen);
+    cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasTrans, T, rows, C, 1.0f, job->inp, C, wide, C,
+                 beta, job->out + o0, OC);
+  }
 }
 
 void
 cb_matmul (float *out, const float *inp, const float *weight, const float *bias,
            int T, int C, int OC)
 {
-  matmul (out, inp, weight, bias, T, C, OC, FALSE);
+  MatmulJob job = { out, inp, bias, weight, T, C, OC, FALSE, FALSE };
+  matmul (&job);
 }
 
 void
 cb_matmul_acc (float *out, const float *inp, const float *weight, const float *bias,
                int T, int C, int OC)
 {
-  matmul (out, inp, weight, bias, T, C, OC, TRUE);
+  MatmulJob job = { out, inp, bias, weight, T, C, OC, TRUE, FALSE };
+  matmul (&job);
+}
+
+void
+cb_matmul_bf16 (float *out, const float *inp, const guint16 *weight, const float *bias,
+                int T, int C, int OC)
+{
+  MatmulJob job = { out, inp, bias, weight, T, C, OC, FALSE, TRUE };
+  matmul (&job);
+}
+
+void
+cb_f32_to_bf16 (guint16 *out, const float *inp, size_t N)
+{
+  for (size_t i = 0; i < N; i++) {
+    guint32 bits;
+    memcpy (&bits, &inp[i], sizeof bits);
+    if ((bits & 0x7fffffffu) > 0x7f800000u)  /* NaN: keep it quiet NaN, never round to inf */
+      out[i] = (guint16) ((bits >> 16) | 0x0040u);
+    else  /* round to nearest, ties to even: add 0x7fff plus the lowest kept bit */
+      out[i] = (guint16) ((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
+  }
 }
 
 /* ---------------------------------------------------------------------------------------------- */

@@ -40,6 +40,13 @@ void cb_matmul (float *out, const float *inp, const float *weight, const float *
 void cb_matmul_acc (float *out, const float *inp, const float *weight, const float *bias,
                     int T, int C, int OC);
 
+/* BF16 weights (the upper 16 bits of an F32; half the bytes to stream per decode step): products
+ * and sums in F32, otherwise as cb_matmul. Not in the CbOps table yet (the CPU backend only). */
+void cb_matmul_bf16 (float *out, const float *inp, const guint16 *weight, const float *bias,
+                     int T, int C, int OC);
+/* Convert F32 to BF16 with round-to-nearest-even (NaN stays NaN): once, when weights are loaded. */
+void cb_f32_to_bf16 (guint16 *out, const float *inp, size_t N);
+
 /* ---- normalisations (statistics in F32, over channels) ----
  * RMSNorm over the last dim: out[t, :] = weight ⊙ inp[t, :] / sqrt(mean(inp[t, :]²) + eps). */
 void cb_rmsnorm (float *out, const float *inp, const float *weight, float eps, int T, int C);

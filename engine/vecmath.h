@@ -29,6 +29,7 @@
 
 typedef float   cb_vf __attribute__ ((vector_size (4 * CB_VEC_LANES)));
 typedef int32_t cb_vi __attribute__ ((vector_size (4 * CB_VEC_LANES)));
+typedef uint16_t cb_vh __attribute__ ((vector_size (2 * CB_VEC_LANES)));
 
 /* Compile a hot loop once per x86-64 level and pick at load time (ifunc). */
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
@@ -49,6 +50,15 @@ cb_vf_load (const float *p)
   cb_vf v;
   memcpy (&v, p, sizeof v);
   return v;
+}
+
+/* CB_VEC_LANES BF16 values widened to F32 (a BF16 is the upper half of an F32). */
+CB_VEC_INLINE cb_vf
+cb_vf_load_bf16 (const uint16_t *p)
+{
+  cb_vh h;
+  memcpy (&h, p, sizeof h);
+  return (cb_vf) (__builtin_convertvector (h, cb_vi) << 16);
 }
 
 CB_VEC_INLINE void

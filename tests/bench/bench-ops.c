@@ -49,6 +49,11 @@ time_calls (void (*fn) (void *), void *arg)
 }
 
 static void run_matmul (void *p) { Args *a = p; cb_matmul (a->out, a->a, a->b, NULL, a->T, a->C, a->OC); }
+static void run_matmul_bf16 (void *p)
+{
+  Args *a = p;
+  cb_matmul_bf16 (a->out, a->a, (const guint16 *) a->d, NULL, a->T, a->C, a->OC);
+}
 static void run_causal (void *p)
 {
   Args *a = p;
@@ -86,7 +91,8 @@ main (int argc, char **argv)
   printf ("threads: %d\n", cb_get_num_threads ());
 
   /* matmul: square GEMM, then a T3 decode step (CFG pair) that streams the MLP up-projection */
-  static const int mm[][3] = { { 1024, 1024, 1024 }, { 2, 1024, 4096 }, { 1, 1024, 4096 }, { 5, 1024, 4096 } };
+  static const int mm[][3] = { { 1024, 1024, 1024 }, { 2, 1024, 4096 }, { 1, 1024, 4096 }, { 5, 1024, 4096 },
+                               { 300, 1024, 4096 } };
   for (size_t i = 0; i < G_N_ELEMENTS (mm); i++) {
     Args a = { .T = mm[i][0], .C = mm[i][1], .OC = mm[i][2] };
     a.a = filled ((size_t) a.T * a.C), a.b = filled ((size_t) a.OC * a.C);
@@ -95,7 +101,12 @@ main (int argc, char **argv)
     g_snprintf (name, sizeof name, "matmul T%d C%d OC%d", a.T, a.C, a.OC);
     double flops = 2.0 * a.T * a.C * a.OC;
     report (name, time_calls (run_matmul, &a), a.T >= 16 ? flops : 0, 4.0 * a.C * a.OC);
-    g_free (a.a), g_free (a.b), g_free (a.out);
+    /* the same with BF16 weights (a.d holds them, half the bytes) */
+    a.d = (float *) g_new (guint16, (size_t) a.OC * a.C);
+    cb_f32_to_bf16 ((guint16 *) a.d, a.b, (size_t) a.OC * a.C);
+    g_strlcat (name, " bf16", sizeof name);
+    report (name, time_calls (run_matmul_bf16, &a), a.T >= 16 ? flops : 0, 2.0 * a.C * a.OC);
+    g_free (a.a), g_free (a.b), g_free (a.d), g_free (a.out);
   }
 
   /* attention: T3 decode (1 row vs a 1000-row cache), T3 prefill, S3Gen estimator (full, T = 500) */

@@ -239,6 +239,80 @@ START_TEST (test_matmul)
 }
 END_TEST
 
+START_TEST (test_matmul_bf16)
+{
+  Rng r = { 8 };
+  const int Ts[] = { 1, 2, 3, 4, 5, 33 };
+  /* C·OC: more than the 2^22 floats widened at once on the GEMM path (two blocks); C not a multiple
+   * of the lanes; OC leaves a remainder of rows for the streaming kernel */
+  const int C = 1031, OC = 4101;
+  float *wf = random_buf (&r, (size_t) OC * C, -1, 1), *b = random_buf (&r, OC, -1, 1);
+  guint16 *w = g_new (guint16, (size_t) OC * C);
+  cb_f32_to_bf16 (w, wf, (size_t) OC * C);
+  float *wide = g_new (float, (size_t) OC * C);  /* what the BF16 weights mean */
+  for (size_t i = 0; i < (size_t) OC * C; i++)
+    wide[i] = cb_bf16_to_f32 (w[i]);
+  for (size_t i = 0; i < G_N_ELEMENTS (Ts); i++) {
+    int T = Ts[i];
+    float *x = random_buf (&r, (size_t) T * C, -1, 1), *out = g_new (float, (size_t) T * OC);
+    double *want = g_new (double, (size_t) T * OC);
+    cb_matmul_bf16 (out, x, w, b, T, C, OC);
+    ref_matmul (want, x, wide, b, NULL, T, C, OC);
+    /* a sum of 1031 float products carries rounding of ~1e-7 of Σ|x·w| (~250 here), not of the
+     * result: the tolerance is scaled by that magnitude */
+    for (int t = 0; t < T; t++)
+      for (int o = 0; o < OC; o++) {
+        double mag = 0;
+        for (int c = 0; c < C; c++)
+          mag += fabs ((double) x[(size_t) t * C + c] * wide[(size_t) o * C + c]);
+        double got = out[(size_t) t * OC + o], ref = want[(size_t) t * OC + o];
+        ck_assert_msg (fabs (got - ref) <= 1e-5 + 2e-7 * mag, "matmul_bf16 T%d [%d, %d]: got %.9g want "
+                       "%.9g (magnitude %g)", T, t, o, got, ref, mag);
+      }
+    g_free (x), g_free (out), g_free (want);
+  }
+  g_free (wf), g_free (b), g_free (w), g_free (wide);
+}
+END_TEST
+
+/* Round to nearest even by its definition: the nearer of the two BF16 neighbours, the even one on a
+ * tie; infinities and NaN kept. */
+START_TEST (test_f32_to_bf16)
+{
+  static const struct { guint32 in; guint16 out; } cases[] = {
+    { 0x3f800000, 0x3f80 }, { 0x3f808000, 0x3f80 } /* tie, even below */,
+    { 0x3f818000, 0x3f82 } /* tie, even above */, { 0x3f808001, 0x3f81 }, { 0xbf80ffff, 0xbf81 },
+    { 0x7f800000, 0x7f80 }, { 0xff800000, 0xff80 }, { 0x7f7fffff, 0x7f80 } /* rounds to inf */,
+    { 0x00000001, 0x0000 }, { 0x80000000, 0x8000 },
+  };
+  for (size_t i = 0; i < G_N_ELEMENTS (cases); i++) {
+    float f;
+    guint16 h;
+    memcpy (&f, &cases[i].in, sizeof f);
+    cb_f32_to_bf16 (&h, &f, 1);
+    ck_assert_msg (h == cases[i].out, "0x%08x -> 0x%04x, want 0x%04x", cases[i].in, h, cases[i].out);
+  }
+  float nan = NAN;
+  guint16 h;
+  cb_f32_to_bf16 (&h, &nan, 1);
+  ck_assert (isnan (cb_bf16_to_f32 (h)));
+
+  Rng r = { 9 };
+  for (int i = 0; i < 100000; i++) {
+    float f = (float) rng_uniform (&r, -1e6, 1e6);
+    cb_f32_to_bf16 (&h, &f, 1);
+    guint32 bits;
+    memcpy (&bits, &f, sizeof bits);
+    double lo = cb_bf16_to_f32 ((guint16) (bits >> 16)), hi = cb_bf16_to_f32 ((guint16) ((bits >> 16) + 1));
+    double d_lo = fabs (f - lo), d_hi = fabs (f - hi);
+    guint16 want = (guint16) (bits >> 16);
+    if (d_hi < d_lo || (d_hi == d_lo && (want & 1)))
+      want++;
+    ck_assert_msg (h == want, "%.9g -> 0x%04x, want 0x%04x", f, h, want);
+  }
+}
+END_TEST
+
 /* ---- norms, softmax, transpose ---- */
 
 /* Reference norm of one vector x[n] with stride; rms = TRUE for RMSNorm. */
@@ -897,6 +971,8 @@ ops_suite (void)
   tcase_add_test (tc, test_pool_after_fork);
   tcase_add_test (tc, test_threads_honoured_and_deterministic);
   tcase_add_test (tc, test_matmul);
+  tcase_add_test (tc, test_matmul_bf16);
+  tcase_add_test (tc, test_f32_to_bf16);
   tcase_add_test (tc, test_norms);
   tcase_add_test (tc, test_softmax_and_transpose);
   tcase_add_test (tc, test_rope_llama3_frequencies);
