@@ -170,6 +170,55 @@ run_op_mix (size_t *n_out)
   return out;
 }
 
+/* Several engines share the process (one per element); their streaming threads call ops at the same
+ * time: each must still get exactly what it gets alone. */
+typedef struct {
+  float *want;
+  size_t n;
+  int    failures;
+} ConcurrentCtx;
+
+static gpointer
+concurrent_caller (gpointer data)
+{
+  ConcurrentCtx *c = data;
+  /* many small loops: the most hand-overs to the pool, where callers could mix up their jobs */
+  gint visits[64] = { 0 };
+  VisitCtx vctx = { visits };
+  for (int rep = 0; rep < 2000; rep++)
+    cb_parallel_for (64, 1, visit_body, &vctx);
+  for (int i = 0; i < 64; i++)
+    if (visits[i] != 2000)
+      c->failures++;
+  for (int rep = 0; rep < 4; rep++) {
+    size_t n;
+    float *got = run_op_mix (&n);
+    if (n != c->n || memcmp (got, c->want, n * sizeof (float)) != 0)
+      c->failures++;
+    g_free (got);
+  }
+  return NULL;
+}
+
+START_TEST (test_concurrent_callers)
+{
+  cb_set_num_threads (2);
+  ConcurrentCtx ctx = { 0 };
+  ctx.want = run_op_mix (&ctx.n);
+  ConcurrentCtx per_thread[3];
+  GThread *threads[3];
+  for (int i = 0; i < 3; i++) {
+    per_thread[i] = ctx;
+    threads[i] = g_thread_new ("caller", concurrent_caller, &per_thread[i]);
+  }
+  for (int i = 0; i < 3; i++) {
+    g_thread_join (threads[i]);
+    ck_assert_int_eq (per_thread[i].failures, 0);
+  }
+  g_free (ctx.want);
+}
+END_TEST
+
 START_TEST (test_threads_honoured_and_deterministic)
 {
   cb_set_num_threads (1);
@@ -970,6 +1019,7 @@ ops_suite (void)
   tcase_add_test (tc, test_parallel_for_covers_once);
   tcase_add_test (tc, test_pool_after_fork);
   tcase_add_test (tc, test_threads_honoured_and_deterministic);
+  tcase_add_test (tc, test_concurrent_callers);
   tcase_add_test (tc, test_matmul);
   tcase_add_test (tc, test_matmul_bf16);
   tcase_add_test (tc, test_f32_to_bf16);
