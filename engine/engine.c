@@ -8,6 +8,7 @@
 #include "ops.h"
 #include "safetensors.h"
 #include "tokenizer.h"
+#include "weights-layout.h"
 
 /* Longest voice prompt S3Gen takes: 10 s of reference audio at 25 tokens/s (spec §6.1). */
 #define CB_MAX_PROMPT_TOKENS 250
@@ -57,12 +58,17 @@ load_config (CbEngine *e, GError **error)
   return ok;
 }
 
+/* Opens one weights file and checks every tensor's name, dtype and shape against the config. */
 static CbSafetensors *
-open_weights (const CbEngine *e, const char *name, GError **error)
+open_weights (const CbEngine *e, CbWeightsFile which, GError **error)
 {
-  char *path = model_file (e, name);
+  char *path = model_file (e, cb_weights_file_name (which));
   CbSafetensors *st = cb_safetensors_open (path, error);
   g_free (path);
+  if (st && !cb_weights_validate (st, which, &e->config, error)) {
+    cb_safetensors_free (st);
+    return NULL;
+  }
   return st;
 }
 
@@ -113,9 +119,9 @@ cb_engine_new (const CbEngineParams *p, GError **error)
   cb_set_num_threads (p->threads);
 
   if (!load_config (e, error)
-      || !(e->t3_weights = open_weights (e, "t3_cfg.safetensors", error))
-      || !(e->s3gen_weights = open_weights (e, "s3gen.safetensors", error))
-      || !(e->ve_weights = open_weights (e, "ve.safetensors", error))
+      || !(e->t3_weights = open_weights (e, CB_WEIGHTS_T3, error))
+      || !(e->s3gen_weights = open_weights (e, CB_WEIGHTS_S3GEN, error))
+      || !(e->ve_weights = open_weights (e, CB_WEIGHTS_VE, error))
       || !load_tokenizer (e, error)
       || !load_builtin_voice (e, error)) {
     cb_engine_free (e);

@@ -1,43 +1,37 @@
-/* model-fixture.h — a complete, valid model directory assembled from the committed fixtures, for
- * the engine and element tests (GLib only, so both Check flavours can include it).
+/* model-fixture.h — a complete, valid model directory for the engine and element tests (GLib only,
+ * so both Check flavours can include it).
  *
- * Until the golden harness's small random-weight model lands, the three weight files are one small
- * valid safetensors file (the foundation validates containers; the model issues validate every
- * tensor), tokenizer.json is the BPE trained by tests/reference/make_text_golden.py, and conds.pt
- * is the full-size voice written by upstream's own Conditionals.save
- * (tests/reference/make_conds_fixtures.py). */
+ * The build writes it once (tests/make-test-model.c, run by meson into $CB_TEST_MODEL): the three
+ * weight files hold exactly the tensors engine/weights-layout.c expects for the small config
+ * tests/data/config/tiny-model.json (seeded random values), tokenizer.json is the BPE trained by
+ * tests/reference/make_text_golden.py, and conds.pt is the full-size voice written by upstream's own
+ * Conditionals.save (tests/reference/make_conds_fixtures.py); the config keeps every size those two
+ * depend on. */
 #pragma once
 
 #include <glib.h>
 #include <glib/gstdio.h>
 
-static const struct {
-  const char *name;
-  const char *fixture;
-} cb_model_fixture_files[] = {
-  { "t3_cfg.safetensors", "safetensors/valid.safetensors" },
-  { "s3gen.safetensors", "safetensors/valid.safetensors" },
-  { "ve.safetensors", "safetensors/valid.safetensors" },
-  { "tokenizer.json", "text/tokenizer.json" },
-  { "conds.pt", "conds/conds_full.pt" },
-};
-
-/* Copies the fixtures into a new directory under $CB_TEST_TMPDIR (or the system temp dir) and
- * returns its path (g_free). Copies, not links, so a test may damage one file. */
+/* Copies every file of $CB_TEST_MODEL into a new directory under $CB_TEST_TMPDIR (or the system
+ * temp dir) and returns its path (g_free). Copies, not links, so a test may damage one file. */
 static inline char *
 cb_test_make_model_dir (void)
 {
-  const char *data = g_getenv ("CB_TEST_DATA");
+  const char *model = g_getenv ("CB_TEST_MODEL");
   const char *tmp = g_getenv ("CB_TEST_TMPDIR");
+  g_assert (model != NULL); /* set by tests/meson.build */
   char *base = g_build_filename (tmp ? tmp : g_get_tmp_dir (), "model", NULL);
   g_mkdir_with_parents (base, 0755);
   char *tmpl = g_build_filename (base, "XXXXXX", NULL);
   g_free (base);
   char *dir = g_mkdtemp (tmpl);
   g_assert (dir);
-  for (guint i = 0; i < G_N_ELEMENTS (cb_model_fixture_files); i++) {
-    char *src = g_build_filename (data ? data : "tests/data", cb_model_fixture_files[i].fixture, NULL);
-    char *dst = g_build_filename (dir, cb_model_fixture_files[i].name, NULL);
+  GDir *d = g_dir_open (model, 0, NULL);
+  g_assert (d != NULL);
+  guint n = 0;
+  for (const char *name; (name = g_dir_read_name (d)) != NULL; n++) {
+    char *src = g_build_filename (model, name, NULL);
+    char *dst = g_build_filename (dir, name, NULL);
     char *bytes = NULL;
     gsize len = 0;
     g_assert (g_file_get_contents (src, &bytes, &len, NULL));
@@ -46,6 +40,8 @@ cb_test_make_model_dir (void)
     g_free (src);
     g_free (dst);
   }
+  g_dir_close (d);
+  g_assert (n >= 5); /* three weight files, tokenizer.json, conds.pt (+ config) */
   return dir;
 }
 

@@ -4,8 +4,10 @@
 
 #include "cb-check.h"
 #include "chatterbox.h"
+#include "config.h"
 #include "model-fixture.h"
 #include "ops.h"
+#include "weights-layout.h"
 
 static CbEngine *
 engine_from (const char *dir, int threads, GError **err)
@@ -83,16 +85,32 @@ START_TEST (test_broken_file_is_named)
 END_TEST
 
 /* A config beside the weights is applied and validated against the other files: a voice saved for
- * 256-wide speaker embeddings does not fit a model configured for 128. */
+ * 256-wide speaker embeddings does not fit a model configured for 128 (weights regenerated for
+ * that config, so that they pass and the voice is what fails). */
 START_TEST (test_config_is_applied)
 {
   char *dir = cb_test_make_model_dir ();
-  cb_test_model_dir_replace (dir, "chatterbox-config.json", "{\"t3\": {\"speaker_embed_size\": 128}, \"ve\": {\"speaker_embed_size\": 128}}", -1);
+  char *config_path = g_build_filename (dir, "chatterbox-config.json", NULL);
+  CbConfig c;
+  cb_config_init_default (&c);
   GError *err = NULL;
+  ck_assert_msg (cb_config_load_json (&c, config_path, &err), "%s", err ? err->message : "");
+  c.t3.speaker_embed_size = c.ve.speaker_embed_size = 128;
+  char *json = cb_config_to_json (&c);
+  cb_test_model_dir_replace (dir, "chatterbox-config.json", json, -1);
+  for (int w = 0; w < CB_WEIGHTS_N_FILES; w++) {
+    CbWeightsLayout *l = cb_weights_layout_new ((CbWeightsFile) w, &c);
+    char *path = g_build_filename (dir, cb_weights_file_name ((CbWeightsFile) w), NULL);
+    ck_assert_msg (cb_weights_write_random (path, l, 1, FALSE, 1u << 30, &err), "%s", err ? err->message : "");
+    g_free (path);
+    cb_weights_layout_free (l);
+  }
   CbEngine *e = engine_from (dir, 1, &err);
   ck_assert_ptr_null (e);
   ck_assert_msg (strstr (err->message, "conds.pt") && strstr (err->message, "speaker_emb"), "%s", err->message);
   g_clear_error (&err);
+  g_free (json);
+  g_free (config_path);
   g_free (dir);
 }
 END_TEST
