@@ -218,7 +218,7 @@ attention_gemm (const AttnArgs *a)
       cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasTrans, rows, keys, D, a->scale, qb, q_ld, kh,
                    kv_ld, 0.0f, scores, keys);
       RowsJob job = { a, scores, keys, t0, h };
-      cb_parallel_for (rows, 1 + 8192 / keys, finish_rows_body, &job);
+      cb_parallel_for (rows, 1 + CB_PARALLEL_GRAIN / keys, finish_rows_body, &job);
       capture_rows (a, h, t0, rows, scores, keys);
       cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, D, keys, 1.0f, scores, keys,
                    vh, kv_ld, 0.0f, ob, q_ld);
@@ -287,7 +287,7 @@ attention (const AttnArgs *a)
     return;
   }
   /* a few heads per part: one head against a short cache is too little work to hand over */
-  int64_t grain = 1 + 16384 / ((int64_t) a->D * a->L);
+  int64_t grain = 1 + CB_PARALLEL_GRAIN / ((int64_t) a->D * a->L);
   cb_parallel_for ((int64_t) a->H * a->Tq, grain, direct_body, (void *) a);
 }
 

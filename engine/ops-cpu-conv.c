@@ -113,7 +113,7 @@ cb_conv1d (float *out, const float *inp, const float *weight, const float *bias,
     return;
 
   if (is_depthwise (C, groups)) {
-    cb_parallel_for (OC, 1 + 16384 / ((int64_t) Tout * K), depthwise_body, &job);
+    cb_parallel_for (OC, 1 + CB_PARALLEL_GRAIN / ((int64_t) Tout * K), depthwise_body, &job);
     return;
   }
 
@@ -133,7 +133,7 @@ cb_conv1d (float *out, const float *inp, const float *weight, const float *bias,
     ConvJob unfold = job;
     unfold.inp = inp + (size_t) g * Cg * T;
     unfold.out = col;
-    cb_parallel_for (rows, 1 + 16384 / Tout, im2col_body, &unfold);
+    cb_parallel_for (rows, 1 + CB_PARALLEL_GRAIN / Tout, im2col_body, &unfold);
     cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasNoTrans, OCg, Tout, rows, 1.0f,
                  weight + (size_t) g * OCg * rows, rows, col, Tout, beta,
                  out + (size_t) g * OCg * Tout, Tout);
@@ -200,6 +200,6 @@ cb_conv_transpose1d (float *out, const float *inp, const float *weight, const fl
   cblas_sgemm (CblasRowMajor, CblasTrans, CblasNoTrans, OC * K, T, C, 1.0f, weight, OC * K, inp, T,
                0.0f, col, T);
   Col2imJob job = { out, col, bias, T, OC, K, Tout, stride, padding };
-  cb_parallel_for (OC, 1 + 16384 / ((int64_t) T * K), col2im_body, &job);
+  cb_parallel_for (OC, 1 + CB_PARALLEL_GRAIN / ((int64_t) T * K), col2im_body, &job);
   g_free (owned);
 }

@@ -11,9 +11,6 @@
 #include <math.h>
 #include <string.h>
 
-/* Below this many elements (or rows·channels) a loop is not worth waking the pool for. */
-#define ELTWISE_GRAIN 16384
-
 /* ---------------------------------------------------------------------------------------------- */
 /* matrix products */
 
@@ -153,7 +150,7 @@ matmul (const MatmulJob *job)
 {
   const int T = job->T, C = job->C, OC = job->OC;
   if (T <= SMALL_T_MAX) {
-    cb_parallel_for (OC, 1 + ELTWISE_GRAIN / MAX (C, 1), matmul_small_t_body, (void *) job);
+    cb_parallel_for (OC, 1 + CB_PARALLEL_GRAIN / MAX (C, 1), matmul_small_t_body, (void *) job);
     return;
   }
   float beta = job->accumulate ? 1.0f : 0.0f;
@@ -179,7 +176,7 @@ matmul (const MatmulJob *job)
   for (int o0 = 0; o0 < OC; o0 += block) {
     const int rows = MIN (block, OC - o0);
     WidenJob widen = { wide, (const guint16 *) job->weight + (size_t) o0 * C };
-    cb_parallel_for ((int64_t) rows * C, ELTWISE_GRAIN, widen_body, &widen);
+    cb_parallel_for ((int64_t) rows * C, CB_PARALLEL_GRAIN, widen_body, &widen);
     cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasTrans, T, rows, C, 1.0f, job->inp, C, wide, C,
                  beta, job->out + o0, OC);
   }
@@ -278,7 +275,7 @@ run_rows (RowKind kind, float *out, const float *inp, const float *weight, const
           float eps, int T, int C)
 {
   RowJob job = { kind, out, inp, weight, bias, eps, C };
-  cb_parallel_for (T, ELTWISE_GRAIN / MAX (C, 1) + 1, row_body, &job);
+  cb_parallel_for (T, CB_PARALLEL_GRAIN / MAX (C, 1) + 1, row_body, &job);
 }
 
 void
@@ -357,7 +354,7 @@ cb_layernorm_channels (float *out, const float *inp, const float *weight, const 
 {
   ChannelNormJob job = { out, inp, weight, bias, eps, C, T };
   int64_t blocks = ((int64_t) T + FRAME_BLOCK - 1) / FRAME_BLOCK;
-  cb_parallel_for (blocks, ELTWISE_GRAIN / ((int64_t) FRAME_BLOCK * MAX (C, 1)) + 1,
+  cb_parallel_for (blocks, CB_PARALLEL_GRAIN / ((int64_t) FRAME_BLOCK * MAX (C, 1)) + 1,
                    channel_norm_body, &job);
 }
 
@@ -469,7 +466,7 @@ static void
 eltwise (EltwiseKind kind, float *out, const float *a, const float *b, float p, size_t N)
 {
   EltwiseJob job = { kind, out, a, b, p };
-  cb_parallel_for ((int64_t) N, ELTWISE_GRAIN, eltwise_body, &job);
+  cb_parallel_for ((int64_t) N, CB_PARALLEL_GRAIN, eltwise_body, &job);
 }
 
 void cb_silu (float *out, const float *inp, size_t N) { eltwise (EW_SILU, out, inp, NULL, 0, N); }
@@ -553,7 +550,7 @@ static void
 per_channel (PerChannelKind kind, float *out, const float *inp, const float *param, int C, int len)
 {
   PerChannelJob job = { kind, out, inp, param, len };
-  cb_parallel_for (C, ELTWISE_GRAIN / MAX (len, 1) + 1, per_channel_body, &job);
+  cb_parallel_for (C, CB_PARALLEL_GRAIN / MAX (len, 1) + 1, per_channel_body, &job);
 }
 
 void

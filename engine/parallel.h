@@ -14,6 +14,10 @@ G_BEGIN_DECLS
 /* Largest thread count honoured; larger requests are clamped. */
 #define CB_MAX_THREADS 64
 
+/* Work (values touched) below which a loop is not worth waking the pool for; ops derive their
+ * min_grain from it. */
+#define CB_PARALLEL_GRAIN 16384
+
 /* Body of a parallel loop: process items [begin, end). */
 typedef void (*CbParallelFn) (void *ctx, int64_t begin, int64_t end);
 

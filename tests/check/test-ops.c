@@ -4,10 +4,10 @@
  * |got − want| <= 1e-5 + 1e-5·|want| (float rounding over sums of a few hundred terms stays well
  * inside that; a wrong sign or index does not). */
 #include <cblas.h>
-#include <sys/wait.h>
-#include <unistd.h>
 #include <math.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "backend.h"
 #include "cb-check.h"
