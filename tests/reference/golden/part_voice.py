@@ -338,6 +338,16 @@ def build(ctx):
         _same_layout(cam, xv.CAMPPlus(memory_efficient=False), "CAMPPlus")
         _same_layout(tok, S3Tokenizer("speech_tokenizer_v2_25hz"), "S3Tokenizer")
 
+    bns = [m for m in cam.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    rv = torch.cat([b.running_var for b in bns])
+    rm = torch.cat([b.running_mean for b in bns])
+    ctx.stat(STAGE, "weights", campplus_batchnorms=len(bns),
+             campplus_bn_running_var_min=float(rv.min()), campplus_bn_running_var_max=float(rv.max()),
+             campplus_bn_running_mean_absmean=float(rm.abs().mean()),
+             tokenizer_project_down_std=float(tok.quantizer._codebook.project_down.weight.std()),
+             ve_weight_ih_l0_std=float(ve.lstm.weight_ih_l0.std()))
+    ctx.require(float((rv - 1).abs().mean()) > 0.05 and float(rm.abs().mean()) > 0.01,
+                "voice: CAMPPlus BatchNorm running statistics are trivial")
     ctx.modules["ve"] = ve
     ctx.modules["s3_tokenizer"] = tok
     ctx.modules["campplus"] = cam
@@ -468,7 +478,7 @@ def cases(ctx):
         T = {"input.wav24": w24[:DEC_COND_LEN], "input.wav16": w16}
         meta = {"case": name, "f0_base_hz": f0, "duration_s": len(w24) / SR24,
                 "input.wav24_full_len": len(w24), "exaggeration": EXAGGERATION,
-                "upstream": "chatterbox-tts 0.1.7", "s3gen_module": s3gen_how}
+                "upstream": "chatterbox-tts 0.1.7"}
 
         # --- VoiceEncoder (tts.py: ve.embeds_from_wavs([ref_16k_wav], sample_rate=S3_SR), mean) ---
         with torch.inference_mode():
@@ -546,6 +556,7 @@ def cases(ctx):
             xvec_std=float(ref["embedding"].std()), xvec_absmax=float(ref["embedding"].abs().max()),
             prompt_feat_min=float(ref["prompt_feat"].min()), prompt_feat_max=float(ref["prompt_feat"].max()),
         )
+        st["s3gen_module"] = s3gen_how
         ctx.stat(STAGE, name, **st)
         ctx.require(np.isfinite(ve_embed.numpy()).all() and st["ve_zero_fraction"] < 0.75,
                     f"voice/{name}: VE embedding mostly zero ({st['ve_zero_fraction']:.2f})")
