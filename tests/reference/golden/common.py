@@ -23,6 +23,7 @@ import copy
 import json
 import os
 import random
+import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -82,8 +83,9 @@ class Ctx:
     def generator(self, *salt):
         """A torch.Generator seeded from the run seed and a salt, so each stage's randomness is
         reproducible on its own."""
-        g = torch.Generator().manual_seed((hash((self.seed,) + salt) & 0x7FFFFFFF))
-        return g
+        # zlib.crc32, not hash(): Python randomises str hashes per process.
+        key = repr((self.seed,) + tuple(salt)).encode()
+        return torch.Generator().manual_seed(zlib.crc32(key))
 
     def add_state_dict(self, file, prefix, module_or_dict):
         sd = module_or_dict.state_dict() if hasattr(module_or_dict, "state_dict") else module_or_dict
