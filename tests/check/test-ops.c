@@ -264,7 +264,7 @@ ref_matmul (double *out, const float *inp, const float *w, const float *bias, co
 START_TEST (test_matmul)
 {
   Rng r = { 1 };
-  const int Ts[] = { 1, 2, 3, 4, 5, 7, 33 };  /* 1..4: the row-streaming kernel; more: GEMM */
+  const int Ts[] = { 1, 2, 3, 4, 5, 7, 8, 9, 33 };  /* 1..8: the row-streaming kernel; more: GEMM */
   const int C = 37, OC = 19;
   for (size_t i = 0; i < G_N_ELEMENTS (Ts); i++) {
     int T = Ts[i];
@@ -291,7 +291,7 @@ END_TEST
 START_TEST (test_matmul_bf16)
 {
   Rng r = { 8 };
-  const int Ts[] = { 1, 2, 3, 4, 5, 33 };
+  const int Ts[] = { 1, 2, 3, 4, 6, 8, 9, 33 };
   /* C·OC: more than the 2^22 floats widened at once on the GEMM path (two blocks); C not a multiple
    * of the lanes; OC leaves a remainder of rows for the streaming kernel */
   const int C = 1031, OC = 4101;
