@@ -91,8 +91,8 @@ main (int argc, char **argv)
   printf ("threads: %d\n", cb_get_num_threads ());
 
   /* matmul: square GEMM, then a T3 decode step (CFG pair) that streams the MLP up-projection */
-  static const int mm[][3] = { { 1024, 1024, 1024 }, { 2, 1024, 4096 }, { 1, 1024, 4096 }, { 8, 1024, 4096 }, { 9, 1024, 4096 },
-                               { 300, 1024, 4096 } };
+  static const int mm[][3] = { { 1024, 1024, 1024 }, { 2, 1024, 4096 }, { 1, 1024, 4096 },
+                               { 8, 1024, 4096 }, { 9, 1024, 4096 }, { 300, 1024, 4096 } };
   for (size_t i = 0; i < G_N_ELEMENTS (mm); i++) {
     Args a = { .T = mm[i][0], .C = mm[i][1], .OC = mm[i][2] };
     a.a = filled ((size_t) a.T * a.C), a.b = filled ((size_t) a.OC * a.C);
