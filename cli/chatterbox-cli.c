@@ -1,0 +1,265 @@
+/* chatterbox-cli — the engine from the command line.
+ *
+ * The flags are a contract other tools rely on (issue 4): --model, --text, --voice, --seed,
+ * --max-tokens, --cfg-weight, --temperature, --precision, --threads, --force-tokens, --dump,
+ * --check-golden, --output; --help lists them. Implemented so far: loading and validating a model
+ * (where it came from, the tensor counts), --text (normalised text and text token ids) and
+ * --check-golden (golden-check.h). Flags whose stage is not written yet say so and exit 2.
+ *
+ * Exit status: 0 success; 1 a failed check or a model that does not load; 2 a requested feature
+ * that is not implemented yet (or, with --strict, golden stages not implemented yet); 64 a usage
+ * error. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "chatterbox.h"
+#include "cli-model.h"
+#include "golden-check.h"
+
+#define EXIT_CHECK_FAILED 1
+#define EXIT_NOT_IMPLEMENTED 2
+#define EXIT_USAGE 64
+
+typedef struct {
+  char    *model;
+  char    *text;
+  char    *voice;
+  gint64   seed;
+  gboolean seed_set;
+  int      max_tokens;
+  double   cfg_weight;
+  double   temperature;
+  char    *precision;
+  int      threads;
+  char    *force_tokens;
+  char    *dump;
+  char    *check_golden;
+  gboolean strict;
+  char    *output;
+} Options;
+
+/* Unset numeric options are recognised by these sentinels. */
+#define UNSET_INT (-1)
+#define UNSET_DOUBLE (-1.0)
+
+static gboolean
+parse_seed (const char *name, const char *value, gpointer data, GError **error)
+{
+  Options *o = data;
+  char *end = NULL;
+  guint64 v = g_ascii_strtoull (value, &end, 10);
+  if (!*value || *end || value[0] == '-' || v > G_MAXINT64) {
+    g_set_error (error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                 "--seed: expected an integer from 0 to %" G_GINT64_FORMAT ", got '%s'", G_MAXINT64,
+                 value);
+    return FALSE;
+  }
+  o->seed = (gint64) v;
+  o->seed_set = TRUE;
+  return TRUE;
+}
+
+static void
+options_clear (Options *o)
+{
+  g_free (o->model);
+  g_free (o->text);
+  g_free (o->voice);
+  g_free (o->precision);
+  g_free (o->force_tokens);
+  g_free (o->dump);
+  g_free (o->check_golden);
+  g_free (o->output);
+}
+
+/* Usage problems GOption cannot see: ranges and the precision name. NULL when fine (g_free). */
+static char *
+usage_problem (const Options *o)
+{
+  if (o->precision && strcmp (o->precision, "fp32") != 0 && strcmp (o->precision, "bf16") != 0)
+    return g_strdup_printf ("--precision: expected fp32 or bf16, got '%s'", o->precision);
+  if (o->threads != UNSET_INT && (o->threads < 0 || o->threads > 4096))
+    return g_strdup_printf ("--threads: expected 0 (all CPUs) to 4096, got %d", o->threads);
+  if (o->max_tokens != UNSET_INT && o->max_tokens < 1)
+    return g_strdup_printf ("--max-tokens: expected at least 1, got %d", o->max_tokens);
+  if (o->cfg_weight != UNSET_DOUBLE && !(o->cfg_weight >= 0 && o->cfg_weight <= 100))
+    return g_strdup_printf ("--cfg-weight: expected 0 to 100, got %g", o->cfg_weight);
+  if (o->temperature != UNSET_DOUBLE && !(o->temperature > 0 && o->temperature <= 100))
+    return g_strdup_printf ("--temperature: expected more than 0, up to 100, got %g",
+                            o->temperature);
+  if (o->strict && !o->check_golden)
+    return g_strdup ("--strict only applies to --check-golden");
+  if (o->check_golden && (o->model || o->text))
+    return g_strdup ("--check-golden DIR uses the model in DIR/model and the golden inputs; it "
+                     "takes no --model or --text");
+  return NULL;
+}
+
+/* The first requested feature whose implementation does not exist yet, and its issue. */
+static gboolean
+pending_feature (const Options *o, const char **flag, const char **issue)
+{
+  const struct { gboolean requested; const char *flag, *issue; } pending[] = {
+    { o->voice != NULL, "--voice", "issue 4 (voice files), voice cloning has no issue yet" },
+    { o->force_tokens != NULL, "--force-tokens", "issue 4" },
+    { o->dump != NULL, "--dump", "issue 4" },
+    { o->seed_set, "--seed (T3 sampling)", "issue 4" },
+    { o->max_tokens != UNSET_INT, "--max-tokens (T3 decoding)", "issue 4" },
+    { o->cfg_weight != UNSET_DOUBLE, "--cfg-weight (T3 guidance)", "issue 4" },
+    { o->temperature != UNSET_DOUBLE, "--temperature (T3 sampling)", "issue 4" },
+    { o->precision && !strcmp (o->precision, "bf16"), "--precision bf16", "issue 4" },
+    { o->output != NULL, "--output (S3Gen and HiFT)", "issue 5" },
+  };
+  for (guint i = 0; i < G_N_ELEMENTS (pending); i++)
+    if (pending[i].requested) {
+      *flag = pending[i].flag;
+      *issue = pending[i].issue;
+      return TRUE;
+    }
+  return FALSE;
+}
+
+static int
+run_check_golden (const Options *o)
+{
+  CliGoldenTally tally;
+  GError *err = NULL;
+  if (!cli_check_golden (o->check_golden, stdout, &tally, &err)) {
+    fprintf (stderr, "chatterbox-cli: --check-golden: %s\n", err->message);
+    g_error_free (err);
+    return EXIT_CHECK_FAILED;
+  }
+  if (tally.failed)
+    return EXIT_CHECK_FAILED;
+  if (tally.not_implemented && o->strict) {
+    printf ("--strict: %u golden case(s) not implemented yet count as failures\n",
+            tally.not_implemented);
+    return EXIT_NOT_IMPLEMENTED;
+  }
+  return EXIT_SUCCESS;
+}
+
+static void
+print_ids (const GArray *ids)
+{
+  printf ("text token ids (%u):", ids->len);
+  for (guint i = 0; i < ids->len; i++)
+    printf (" %d", g_array_index (ids, gint32, i));
+  printf ("\n");
+}
+
+/* Loads the engine (every file validated), says where from and what it holds; with --text prints
+ * the text front end's output. */
+static int
+run_model (const Options *o)
+{
+  CbEngineParams p;
+  cb_engine_params_init (&p);
+  p.model_location = o->model;
+  p.threads = o->threads == UNSET_INT ? 0 : o->threads;
+  GError *err = NULL;
+  CbEngine *e = cb_engine_new (&p, &err);
+  if (!e) {
+    fprintf (stderr, "chatterbox-cli: %s\n", err->message);
+    g_error_free (err);
+    return EXIT_CHECK_FAILED;
+  }
+  int status = EXIT_CHECK_FAILED;
+  const char *dir = cb_engine_model_dir (e);
+  CbConfig cfg;
+  CbTokenizer *tok = NULL;
+  char *counts = NULL;
+  if (!cli_model_config (dir, &cfg, &err) || !(counts = cli_model_tensor_counts (dir, &cfg, &err)))
+    goto out;
+  printf ("model: %s\n", dir);
+  printf ("weights: %s tensors validated\n", counts);
+  printf ("threads: %d\n", cb_engine_threads (e));
+  if (o->text) {
+    GArray *ids = g_array_new (FALSE, FALSE, sizeof (gint32));
+    char *normalized = NULL;
+    if ((tok = cli_model_tokenizer (dir, &cfg, &err))
+        && cli_text_to_ids (tok, &cfg, o->text, &normalized, ids, &err)) {
+      printf ("normalized text: %s\n", normalized);
+      print_ids (ids);
+    }
+    g_free (normalized);
+    g_array_unref (ids);
+    if (err)
+      goto out;
+  }
+  status = EXIT_SUCCESS;
+out:
+  if (err) {
+    fprintf (stderr, "chatterbox-cli: %s\n", err->message);
+    g_error_free (err);
+  }
+  cb_tokenizer_free (tok);
+  g_free (counts);
+  cb_engine_free (e);
+  return status;
+}
+
+int
+main (int argc, char **argv)
+{
+  Options o = { .max_tokens = UNSET_INT, .threads = UNSET_INT, .cfg_weight = UNSET_DOUBLE,
+                .temperature = UNSET_DOUBLE };
+  const GOptionEntry entries[] = {
+    { "model", 0, 0, G_OPTION_ARG_FILENAME, &o.model,
+      "Model directory (default: $CHATTERBOX_MODEL_DIR, then the Hugging Face cache)", "DIR" },
+    /* Taken as raw bytes (FILENAME), not converted from the locale; checked as UTF-8 later. */
+    { "text", 0, 0, G_OPTION_ARG_FILENAME, &o.text,
+      "Text to speak (for now: prints the normalised text and its token ids)", "TEXT" },
+    { "voice", 0, 0, G_OPTION_ARG_FILENAME, &o.voice, "Voice file (default: the model's conds.pt)", "FILE" },
+    { "seed", 0, 0, G_OPTION_ARG_CALLBACK, (gpointer) parse_seed, "Sampling seed", "N" },
+    { "max-tokens", 0, 0, G_OPTION_ARG_INT, &o.max_tokens, "Most speech tokens to generate", "N" },
+    { "cfg-weight", 0, 0, G_OPTION_ARG_DOUBLE, &o.cfg_weight, "Classifier-free guidance weight", "X" },
+    { "temperature", 0, 0, G_OPTION_ARG_DOUBLE, &o.temperature, "Sampling temperature", "X" },
+    { "precision", 0, 0, G_OPTION_ARG_STRING, &o.precision, "T3 weight precision: fp32 or bf16", "fp32|bf16" },
+    { "threads", 0, 0, G_OPTION_ARG_INT, &o.threads, "CPU threads (0: all)", "N" },
+    { "force-tokens", 0, 0, G_OPTION_ARG_FILENAME, &o.force_tokens,
+      "Teacher-force these speech tokens (safetensors)", "FILE" },
+    { "dump", 0, 0, G_OPTION_ARG_FILENAME, &o.dump,
+      "Write conditioning embeddings and per-step logits as safetensors", "DIR" },
+    { "check-golden", 0, 0, G_OPTION_ARG_FILENAME, &o.check_golden,
+      "Compare every stage with a golden directory (tests/reference/make_golden.py)", "DIR" },
+    { "strict", 0, 0, G_OPTION_ARG_NONE, &o.strict,
+      "With --check-golden: stages not implemented yet make the exit status 2", NULL },
+    { "output", 0, 0, G_OPTION_ARG_FILENAME, &o.output, "Write the audio as a WAV file", "FILE.wav" },
+    { NULL }
+  };
+  GOptionContext *ctx = g_option_context_new ("- the Chatterbox TTS engine from the command line");
+  GOptionGroup *group = g_option_group_new ("main", "", "", &o, NULL);
+  g_option_group_add_entries (group, entries);
+  g_option_context_set_main_group (ctx, group);
+  g_option_context_set_description (ctx,
+      "Exit status: 0 success, 1 a failed check or a model that does not load, 2 a feature that is "
+      "not implemented yet, 64 a usage error.");
+  GError *err = NULL;
+  int status;
+  char *problem = NULL;
+  const char *flag, *issue;
+  if (!g_option_context_parse (ctx, &argc, &argv, &err)) {
+    fprintf (stderr, "chatterbox-cli: %s (see --help)\n", err->message);
+    g_error_free (err);
+    status = EXIT_USAGE;
+  } else if (argc > 1) {
+    fprintf (stderr, "chatterbox-cli: unexpected argument '%s' (see --help)\n", argv[1]);
+    status = EXIT_USAGE;
+  } else if ((problem = usage_problem (&o))) {
+    fprintf (stderr, "chatterbox-cli: %s\n", problem);
+    status = EXIT_USAGE;
+  } else if (pending_feature (&o, &flag, &issue)) {
+    fprintf (stderr, "chatterbox-cli: %s: not implemented yet (%s)\n", flag, issue);
+    status = EXIT_NOT_IMPLEMENTED;
+  } else if (o.check_golden) {
+    status = run_check_golden (&o);
+  } else {
+    status = run_model (&o);
+  }
+  g_free (problem);
+  g_option_context_free (ctx);
+  options_clear (&o);
+  return status;
+}

@@ -1,0 +1,79 @@
+/* cli-model.c — model-directory helpers for chatterbox-cli (see cli-model.h). */
+#include "cli-model.h"
+
+#include "model-dir.h"
+#include "safetensors.h"
+#include "text.h"
+#include "weights-layout.h"
+
+gboolean
+cli_model_config (const char *model_dir, CbConfig *cfg, GError **error)
+{
+  cb_config_init_default (cfg);
+  char *path = g_build_filename (model_dir, CB_MODEL_CONFIG_FILE, NULL);
+  gboolean ok = !g_file_test (path, G_FILE_TEST_EXISTS) || cb_config_load_json (cfg, path, error);
+  g_free (path);
+  return ok;
+}
+
+CbTokenizer *
+cli_model_tokenizer (const char *model_dir, const CbConfig *cfg, GError **error)
+{
+  char *path = g_build_filename (model_dir, "tokenizer.json", NULL);
+  CbTokenizer *tok = cb_tokenizer_load (path, error);
+  g_free (path);
+  if (tok && !cb_tokenizer_check_start_stop (tok, cfg->t3.start_text_token,
+                                             cfg->t3.stop_text_token, error)) {
+    cb_tokenizer_free (tok);
+    return NULL;
+  }
+  return tok;
+}
+
+char *
+cli_model_tensor_counts (const char *model_dir, const CbConfig *cfg, GError **error)
+{
+  GString *out = g_string_new (NULL);
+  for (int w = 0; w < CB_WEIGHTS_N_FILES; w++) {
+    const char *name = cb_weights_file_name ((CbWeightsFile) w);
+    char *path = g_build_filename (model_dir, name, NULL);
+    CbSafetensors *st = cb_safetensors_open (path, error);
+    g_free (path);
+    if (!st || !cb_weights_validate (st, (CbWeightsFile) w, cfg, error)) {
+      cb_safetensors_free (st);
+      g_string_free (out, TRUE);
+      return NULL;
+    }
+    CbWeightsLayout *layout = cb_weights_layout_new ((CbWeightsFile) w, cfg);
+    guint n = cb_safetensors_n_tensors (st);
+    guint optional = n - cb_weights_layout_n_required (layout); /* validated: never negative */
+    g_string_append_printf (out, "%s%s %u", out->len ? ", " : "", name, n);
+    if (optional)
+      g_string_append_printf (out, " (%u optional buffer%s)", optional, optional == 1 ? "" : "s");
+    cb_weights_layout_free (layout);
+    cb_safetensors_free (st);
+  }
+  return g_string_free (out, FALSE);
+}
+
+gboolean
+cli_text_to_ids (const CbTokenizer *tok, const CbConfig *cfg, const char *text, char **normalized,
+                 GArray *ids, GError **error)
+{
+  char *norm = g_utf8_validate (text, -1, NULL) ? cb_punc_norm (text) : NULL;
+  if (!norm) {
+    g_set_error (error, CB_ERROR, CB_ERROR_INVALID_ARGUMENT, "the text is not valid UTF-8");
+    return FALSE;
+  }
+  gint32 start = cfg->t3.start_text_token, stop = cfg->t3.stop_text_token;
+  guint old_len = ids->len;
+  g_array_append_val (ids, start);
+  if (!cb_tokenizer_encode (tok, norm, ids, error)) {
+    g_array_set_size (ids, old_len);
+    g_free (norm);
+    return FALSE;
+  }
+  g_array_append_val (ids, stop);
+  *normalized = norm;
+  return TRUE;
+}

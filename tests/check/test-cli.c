@@ -1,0 +1,378 @@
+/* chatterbox-cli ($CB_TEST_CLI) run as a user runs it: --help lists the flags contract; --check-golden
+ * on a golden directory made here (the test model, text cases from upstream's own outputs in
+ * tests/data/text/golden.json, stages without a C implementation) prints one line per stage and
+ * case with PASS, FAIL or "not implemented yet" and the right exit status; damaged golden files
+ * fail cleanly; flags whose stage does not exist yet exit 2; the committed tests/data/golden
+ * passes once it exists. */
+#include <string.h>
+
+#include <json-glib/json-glib.h>
+
+#include "cb-check.h"
+#include "model-fixture.h"
+#include "safetensors.h"
+
+#define N_TEXT_CASES 6
+
+typedef struct {
+  int   status;  /* exit status */
+  char *out;     /* stdout */
+  char *err;     /* stderr */
+} Run;
+
+static void
+run_clear (Run *r)
+{
+  g_free (r->out);
+  g_free (r->err);
+}
+
+/* Runs chatterbox-cli with the NULL-terminated arguments. */
+static Run
+run_cli (const char *first, ...)
+{
+  const char *cli = g_getenv ("CB_TEST_CLI");
+  ck_assert_msg (cli != NULL, "CB_TEST_CLI is not set");
+  GPtrArray *argv = g_ptr_array_new ();
+  g_ptr_array_add (argv, (gpointer) cli);
+  va_list ap;
+  va_start (ap, first);
+  for (const char *a = first; a; a = va_arg (ap, const char *))
+    g_ptr_array_add (argv, (gpointer) a);
+  va_end (ap);
+  g_ptr_array_add (argv, NULL);
+  Run r = { 0 };
+  int wait_status = 0;
+  GError *err = NULL;
+  ck_assert_msg (g_spawn_sync (NULL, (char **) argv->pdata, NULL, G_SPAWN_DEFAULT, NULL, NULL,
+                               &r.out, &r.err, &wait_status, &err),
+                 "%s", err ? err->message : "");
+  ck_assert_msg (WIFEXITED (wait_status), "chatterbox-cli did not exit normally:\n%s", r.err);
+  r.status = WEXITSTATUS (wait_status);
+  g_ptr_array_unref (argv);
+  return r;
+}
+
+/* The line of `out` that starts with the stage and case columns, or NULL (g_free). */
+static char *
+find_line (const char *out, const char *stage, const char *name)
+{
+  char *prefix = g_strdup_printf ("%-8s %-24s ", stage, name);
+  char **lines = g_strsplit (out, "\n", -1);
+  char *found = NULL;
+  for (char **l = lines; *l && !found; l++)
+    if (g_str_has_prefix (*l, prefix))
+      found = g_strdup (*l);
+  g_strfreev (lines);
+  g_free (prefix);
+  return found;
+}
+
+static void
+assert_line (const Run *r, const char *stage, const char *name, const char *want1, const char *want2)
+{
+  char *line = find_line (r->out, stage, name);
+  ck_assert_msg (line != NULL, "no line for %s %s in:\n%s", stage, name, r->out);
+  ck_assert_msg (strstr (line, want1) && (!want2 || strstr (line, want2)),
+                 "line for %s %s lacks '%s'/'%s': %s", stage, name, want1, want2 ? want2 : "", line);
+  g_free (line);
+}
+
+/* ---- making a golden directory ---- */
+
+static void
+write_tensors (const char *path, guint n, const CbTensorInfo *t)
+{
+  GError *err = NULL;
+  ck_assert_msg (cb_safetensors_write (path, n, t, NULL, &err), "%s", err ? err->message : "");
+}
+
+static CbTensorInfo
+bytes_tensor (const char *name, const char *s)
+{
+  gsize n = strlen (s);
+  return (CbTensorInfo) { .name = name, .dtype = CB_DTYPE_U8, .ndim = 1, .shape = { (int64_t) n },
+                          .numel = n, .data = (const guint8 *) s, .nbytes = n };
+}
+
+static CbTensorInfo
+ids_tensor (const char *name, const GArray *ids)
+{
+  return (CbTensorInfo) { .name = name, .dtype = CB_DTYPE_I64, .ndim = 1,
+                          .shape = { (int64_t) ids->len }, .numel = ids->len,
+                          .data = (const guint8 *) ids->data, .nbytes = ids->len * sizeof (gint64) };
+}
+
+/* A text case as part_text.py writes it; `ids` are the tokenizer's (start/stop added here). */
+static void
+write_text_case (const char *path, const char *input, const char *norm, const GArray *tok_ids)
+{
+  GArray *ids = g_array_new (FALSE, FALSE, sizeof (gint64));
+  gint64 start = 255, stop = 0;
+  g_array_append_val (ids, start);
+  g_array_append_vals (ids, tok_ids->data, tok_ids->len);
+  g_array_append_val (ids, stop);
+  CbTensorInfo t[] = {
+    bytes_tensor ("input_utf8", input), bytes_tensor ("normalized_utf8", norm),
+    ids_tensor ("tokenizer_ids", tok_ids), ids_tensor ("ids", ids),
+  };
+  write_tensors (path, G_N_ELEMENTS (t), t);
+  g_array_unref (ids);
+}
+
+static char *
+mkdir_in (const char *parent, const char *name)
+{
+  char *d = g_build_filename (parent, name, NULL);
+  ck_assert_int_eq (g_mkdir_with_parents (d, 0755), 0);
+  return d;
+}
+
+/* DIR/model (the test model), DIR/text/caseNN from upstream's outputs, DIR/t3 and DIR/mystery
+ * with cases this engine cannot check yet. Returns DIR (g_free). */
+static char *
+make_golden_dir (void)
+{
+  char *dir = cb_test_tmpdir ("golden");
+  char *model = cb_test_make_model_dir ();
+  char *model_dst = g_build_filename (dir, "model", NULL);
+  ck_assert_int_eq (g_rename (model, model_dst), 0);
+
+  char *json = cb_test_data_path ("text/golden.json");
+  JsonParser *parser = json_parser_new ();
+  GError *err = NULL;
+  ck_assert_msg (json_parser_load_from_file (parser, json, &err), "%s", err ? err->message : "");
+  JsonArray *cases = json_object_get_array_member (json_node_get_object (json_parser_get_root (parser)),
+                                                   "cases");
+  ck_assert_uint_ge (json_array_get_length (cases), N_TEXT_CASES);
+  char *text_dir = mkdir_in (dir, "text");
+  guint step = json_array_get_length (cases) / N_TEXT_CASES; /* spread over the whole list */
+  for (guint i = 0; i < N_TEXT_CASES; i++) {
+    JsonObject *c = json_array_get_object_element (cases, i * step);
+    JsonArray *ids = json_object_get_array_member (c, "ids");
+    GArray *tok_ids = g_array_new (FALSE, FALSE, sizeof (gint64));
+    for (guint j = 0; j < json_array_get_length (ids); j++) {
+      gint64 id = json_array_get_int_element (ids, j);
+      g_array_append_val (tok_ids, id);
+    }
+    char *path = g_strdup_printf ("%s/case%02u.safetensors", text_dir, i);
+    write_text_case (path, json_object_get_string_member (c, "input"),
+                     json_object_get_string_member (c, "norm"), tok_ids);
+    g_free (path);
+    g_array_unref (tok_ids);
+  }
+  static const float logits[4] = { 1, 2, 3, 4 };
+  CbTensorInfo t = { .name = "out.logits", .dtype = CB_DTYPE_F32, .ndim = 1, .shape = { 4 },
+                     .numel = 4, .data = (const guint8 *) logits, .nbytes = sizeof logits };
+  const char *pending[] = { "t3/prefill", "t3/step", "mystery/one" };
+  for (guint i = 0; i < G_N_ELEMENTS (pending); i++) {
+    char *path = g_strdup_printf ("%s/%s.safetensors", dir, pending[i]);
+    char *parent = g_path_get_dirname (path);
+    g_mkdir_with_parents (parent, 0755);
+    write_tensors (path, 1, &t);
+    g_free (parent);
+    g_free (path);
+  }
+  g_object_unref (parser);
+  g_free (json);
+  g_free (text_dir);
+  g_free (model_dst);
+  g_free (model);
+  return dir;
+}
+
+/* ---- tests ---- */
+
+START_TEST (test_help_lists_flags)
+{
+  static const char *const flags[] = {
+    "--model=DIR", "--text=TEXT", "--voice=FILE", "--seed=N", "--max-tokens=N", "--cfg-weight=X",
+    "--temperature=X", "--precision=fp32|bf16", "--threads=N", "--force-tokens=FILE", "--dump=DIR",
+    "--check-golden=DIR", "--output=FILE.wav", "--strict", "--help",
+  };
+  Run r = run_cli ("--help", NULL);
+  ck_assert_int_eq (r.status, 0);
+  for (guint i = 0; i < G_N_ELEMENTS (flags); i++)
+    ck_assert_msg (strstr (r.out, flags[i]) != NULL, "--help does not list %s:\n%s", flags[i], r.out);
+  run_clear (&r);
+}
+END_TEST
+
+START_TEST (test_check_golden_passes)
+{
+  char *dir = make_golden_dir ();
+  Run r = run_cli ("--check-golden", dir, NULL);
+  ck_assert_msg (r.status == 0, "exit %d:\n%s%s", r.status, r.out, r.err);
+  assert_line (&r, "model", "files", "t3_cfg.safetensors 40, ve.safetensors 12, s3gen.safetensors 667", "PASS");
+  for (guint i = 0; i < N_TEXT_CASES; i++) {
+    char name[16];
+    g_snprintf (name, sizeof name, "case%02u", i);
+    assert_line (&r, "text", name, "bytes equal, ids ", "(tolerance: exact)  PASS");
+  }
+  assert_line (&r, "text", "case00", "ids 25/25 equal, tokenizer ids 23/23 equal", NULL);
+  assert_line (&r, "t3", "prefill", "not implemented yet (issue 4)", NULL);
+  assert_line (&r, "t3", "step", "not implemented yet (issue 4)", NULL);
+  assert_line (&r, "mystery", "one", "not implemented yet (a stage this engine does not know)", NULL);
+  assert_line (&r, "hift", "-", "no golden directory for this stage", NULL);
+  ck_assert_msg (strstr (r.out, "summary: 7 passed, 0 failed, 3 not implemented yet\n"), "%s", r.out);
+  /* Lines come in pipeline order: the model, then text before t3. */
+  ck_assert (strstr (r.out, "model ") < strstr (r.out, "text ") && strstr (r.out, "text ") < strstr (r.out, "t3 "));
+  run_clear (&r);
+
+  r = run_cli ("--check-golden", dir, "--strict", NULL);
+  ck_assert_int_eq (r.status, 2);
+  ck_assert_ptr_nonnull (strstr (r.out, "--strict: 3 golden case(s) not implemented yet"));
+  run_clear (&r);
+  g_free (dir);
+}
+END_TEST
+
+/* Wrong results and damaged golden files are FAIL lines naming what is wrong; exit 1. */
+START_TEST (test_check_golden_failures)
+{
+  char *dir = make_golden_dir ();
+  char *text = g_build_filename (dir, "text", NULL);
+  char *p;
+  GArray *ids = g_array_new (FALSE, FALSE, sizeof (gint64));
+  for (gint64 v = 40; v < 45; v++)
+    g_array_append_val (ids, v);
+  /* ids that are not what the tokenizer gives, and a normalisation that is not punc_norm's */
+  write_text_case ((p = g_build_filename (text, "wrong_ids.safetensors", NULL)), "Hello.", "Hello.", ids);
+  g_free (p);
+  write_text_case ((p = g_build_filename (text, "wrong_norm.safetensors", NULL)), "hello", "hello", ids);
+  g_free (p);
+  /* not a safetensors file */
+  ck_assert (g_file_set_contents ((p = g_build_filename (text, "garbage.safetensors", NULL)), "\x05\0\0\0\0\0\0\0{oops", 13, NULL));
+  g_free (p);
+  /* a tensor missing, one of the wrong dtype */
+  CbTensorInfo only_input = bytes_tensor ("input_utf8", "Hi.");
+  write_tensors ((p = g_build_filename (text, "no_norm.safetensors", NULL)), 1, &only_input);
+  g_free (p);
+  CbTensorInfo bad_ids[] = { bytes_tensor ("input_utf8", "Hi."), bytes_tensor ("normalized_utf8", "Hi."),
+                             bytes_tensor ("ids", "abcd") };
+  write_tensors ((p = g_build_filename (text, "u8_ids.safetensors", NULL)), 3, bad_ids);
+  g_free (p);
+  CbTensorInfo bad_utf8[] = { bytes_tensor ("input_utf8", "\xff\xfe"), bytes_tensor ("normalized_utf8", "Hi."),
+                              ids_tensor ("ids", ids) };
+  write_tensors ((p = g_build_filename (text, "bad_utf8.safetensors", NULL)), 3, bad_utf8);
+  g_free (p);
+  char *empty = mkdir_in (dir, "voice");
+
+  Run r = run_cli ("--check-golden", dir, NULL);
+  ck_assert_msg (r.status == 1, "exit %d:\n%s%s", r.status, r.out, r.err);
+  assert_line (&r, "text", "wrong_ids", "ids 3/7 equal (first difference at 2: ours 67, golden 41)", "FAIL");
+  assert_line (&r, "text", "wrong_norm", "normalized 4/6 bytes equal (first difference at byte 0)", "FAIL");
+  assert_line (&r, "text", "garbage", "garbage.safetensors", "FAIL");
+  assert_line (&r, "text", "no_norm", "normalized_utf8", "FAIL");
+  assert_line (&r, "text", "u8_ids", "'ids'", "FAIL");
+  assert_line (&r, "text", "bad_utf8", "'input_utf8' is not NUL-free UTF-8", "FAIL");
+  assert_line (&r, "text", "case03", "PASS", NULL);
+  assert_line (&r, "voice", "-", "no golden files", "FAIL");
+  ck_assert_msg (strstr (r.out, "summary: 7 passed, 7 failed, 3 not implemented yet\n"), "%s", r.out);
+  run_clear (&r);
+
+  /* A model directory that does not load is a FAIL line too; the text cases still run. */
+  char *model_t3 = g_build_filename (dir, "model", "t3_cfg.safetensors", NULL);
+  ck_assert_int_eq (g_unlink (model_t3), 0);
+  r = run_cli ("--check-golden", dir, NULL);
+  ck_assert_int_eq (r.status, 1);
+  assert_line (&r, "model", "files", "t3_cfg.safetensors", "FAIL");
+  assert_line (&r, "text", "case01", "PASS", NULL);
+  run_clear (&r);
+
+  g_free (model_t3);
+  g_free (empty);
+  g_array_unref (ids);
+  g_free (text);
+  g_free (dir);
+}
+END_TEST
+
+START_TEST (test_model_and_text)
+{
+  const char *model = g_getenv ("CB_TEST_MODEL");
+  Run r = run_cli ("--model", model, "--threads", "1", "--text", "hello   world", NULL);
+  ck_assert_msg (r.status == 0, "exit %d:\n%s%s", r.status, r.out, r.err);
+  ck_assert_ptr_nonnull (strstr (r.out, "weights: t3_cfg.safetensors 40, ve.safetensors 12, s3gen.safetensors 667 tensors validated\n"));
+  ck_assert_ptr_nonnull (strstr (r.out, "threads: 1\n"));
+  ck_assert_ptr_nonnull (strstr (r.out, "normalized text: Hello world.\n"));
+  ck_assert_ptr_nonnull (strstr (r.out, "text token ids ("));
+  ck_assert_ptr_nonnull (strstr (r.out, ": 255 "));
+  ck_assert_ptr_nonnull (strstr (r.out, " 0\n"));
+  run_clear (&r);
+
+  r = run_cli ("--model", model, "--text", "\xc3\x28", NULL);
+  ck_assert_int_eq (r.status, 1);
+  ck_assert_ptr_nonnull (strstr (r.err, "not valid UTF-8"));
+  run_clear (&r);
+}
+END_TEST
+
+/* Usage errors exit 64, features that need a missing stage exit 2 naming the issue. */
+START_TEST (test_usage_and_pending)
+{
+  static const struct { const char *a, *b; int status; const char *says; } cases[] = {
+    { "--precision", "fp16", 64, "expected fp32 or bf16" },
+    { "--threads", "-3", 64, "--threads" },
+    { "--max-tokens", "0", 64, "--max-tokens" },
+    { "--temperature", "0", 64, "--temperature" },
+    { "--seed", "-1", 64, "--seed" },
+    { "--strict", NULL, 64, "--strict" },
+    { "stray", NULL, 64, "unexpected argument 'stray'" },
+    { "--check-golden", "/nonexistent/golden", 1, "/nonexistent/golden" },
+    { "--precision", "bf16", 2, "not implemented yet (issue 4)" },
+    { "--dump", "/tmp/x", 2, "--dump: not implemented yet (issue 4)" },
+    { "--force-tokens", "t.safetensors", 2, "not implemented yet (issue 4)" },
+    { "--output", "a.wav", 2, "not implemented yet (issue 5)" },
+    { "--seed", "42", 2, "not implemented yet (issue 4)" },
+    { "--voice", "v.wav", 2, "not implemented yet" },
+  };
+  for (guint i = 0; i < G_N_ELEMENTS (cases); i++) {
+    Run r = run_cli (cases[i].a, cases[i].b, NULL);
+    ck_assert_msg (r.status == cases[i].status, "%s %s: exit %d, expected %d\n%s", cases[i].a,
+                   cases[i].b ? cases[i].b : "", r.status, cases[i].status, r.err);
+    ck_assert_msg (strstr (r.err, cases[i].says), "%s: stderr lacks '%s': %s", cases[i].a,
+                   cases[i].says, r.err);
+    run_clear (&r);
+  }
+  Run r = run_cli ("--check-golden", "/tmp", "--model", "/tmp", NULL);
+  ck_assert_int_eq (r.status, 64);
+  run_clear (&r);
+}
+END_TEST
+
+/* The committed golden data (tests/reference/make_golden.py), once it exists. */
+START_TEST (test_repository_golden)
+{
+  char *dir = cb_test_data_path ("golden");
+  if (!g_file_test (dir, G_FILE_TEST_IS_DIR)) {
+    g_print ("test-cli: %s does not exist yet; only the golden directory made by this test is checked\n", dir);
+    g_free (dir);
+    return;
+  }
+  Run r = run_cli ("--check-golden", dir, NULL);
+  ck_assert_msg (r.status == 0, "exit %d:\n%s%s", r.status, r.out, r.err);
+  ck_assert_msg (strstr (r.out, "FAIL") == NULL, "%s", r.out);
+  assert_line (&r, "model", "files", "tensors validated", "PASS");
+  ck_assert_msg (strstr (r.out, "\ntext     ") != NULL, "no text cases:\n%s", r.out);
+  run_clear (&r);
+  g_free (dir);
+}
+END_TEST
+
+static Suite *
+cli_suite (void)
+{
+  Suite *s = suite_create ("cli");
+  TCase *tc = tcase_create ("cli");
+  tcase_add_test (tc, test_help_lists_flags);
+  tcase_add_test (tc, test_check_golden_passes);
+  tcase_add_test (tc, test_check_golden_failures);
+  tcase_add_test (tc, test_model_and_text);
+  tcase_add_test (tc, test_usage_and_pending);
+  tcase_add_test (tc, test_repository_golden);
+  suite_add_tcase (s, tc);
+  return s;
+}
+
+CB_CHECK_MAIN (cli_suite)
