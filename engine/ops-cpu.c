@@ -238,11 +238,31 @@ typedef struct {
   int          C;
 } RowJob;
 
+/* Σ (x[c] − shift) or Σ (x[c] − shift)² over a row, in lanes (partial sums added at the end). */
+CB_VEC_INLINE float
+row_sum (const float *x, int C, float shift, gboolean square)
+{
+  cb_vf acc = cb_vf_splat (0.0f);
+  int c = 0;
+  for (; c + CB_VEC_LANES <= C; c += CB_VEC_LANES) {
+    cb_vf d = cb_vf_load (x + c) - shift;
+    acc += square ? d * d : d;
+  }
+  float sum = 0.0f;
+  for (int l = 0; l < CB_VEC_LANES; l++)
+    sum += acc[l];
+  for (; c < C; c++) {
+    float d = x[c] - shift;
+    sum += square ? d * d : d;
+  }
+  return sum;
+}
+
 CB_VEC_CLONES static void
 row_body (void *ctx, int64_t begin, int64_t end)
 {
   const RowJob *j = ctx;
-  const int C = j->C;
+  const int C = j->C, L = CB_VEC_LANES;
   for (int64_t t = begin; t < end; t++) {
     const float *x = j->inp + t * C;
     float *y = j->out + t * C;
@@ -252,21 +272,21 @@ row_body (void *ctx, int64_t begin, int64_t end)
       cb_vec_softmax_row (y, C);
       continue;
     }
-    /* Norms: statistics accumulated in double so long rows lose nothing to summation order. */
-    double mean = 0.0, ss = 0.0;
-    if (j->kind == ROW_LAYERNORM) {
-      for (int c = 0; c < C; c++)
-        mean += x[c];
-      mean /= C;
+    /* norms: two passes (mean, then squared deviations), as the variance of a shifted row loses
+     * nothing to cancellation */
+    const float mean = j->kind == ROW_LAYERNORM ? row_sum (x, C, 0.0f, FALSE) / C : 0.0f;
+    const float rstd = 1.0f / sqrtf (row_sum (x, C, mean, TRUE) / C + j->eps);
+    int c = 0;
+    for (; c + L <= C; c += L) {
+      cb_vf v = (cb_vf_load (x + c) - mean) * rstd;
+      if (j->weight)
+        v *= cb_vf_load (j->weight + c);
+      if (j->bias)
+        v += cb_vf_load (j->bias + c);
+      cb_vf_store (y + c, v);
     }
-    for (int c = 0; c < C; c++) {
-      double d = x[c] - mean;
-      ss += d * d;
-    }
-    float rstd = (float) (1.0 / sqrt (ss / C + j->eps));
-    float m = (float) mean;
-    for (int c = 0; c < C; c++) {
-      float v = (x[c] - m) * rstd;
+    for (; c < C; c++) {
+      float v = (x[c] - mean) * rstd;
       if (j->weight)
         v *= j->weight[c];
       if (j->bias)

@@ -113,7 +113,8 @@ void cb_attention_causal (float *out, const float *q, const float *k, const floa
 /* Full (bidirectional) attention: q[Tq, H, D], k, v [L, Hkv, D], out[Tq, H, D].
  * bias (may be NULL) is added to the scaled scores: the score of head h, query i, key j gets
  * bias[h * bias_head_stride + i * bias_row_stride + j]; a stride of 0 broadcasts (a key padding
- * mask of L values uses both strides 0). capture may be NULL. */
+ * mask of L values uses both strides 0). A row whose keys are all −inf gets zero probabilities
+ * (and a zero output) rather than NaN. capture may be NULL. */
 void cb_attention (float *out, const float *q, const float *k, const float *v,
                    int Tq, int L, int H, int Hkv, int D, float scale,
                    const float *bias, size_t bias_head_stride, size_t bias_row_stride,
