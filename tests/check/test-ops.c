@@ -651,8 +651,37 @@ START_TEST (test_attention_causal)
 }
 END_TEST
 
+/* A query row whose keys are all masked with −inf: zero probabilities and a zero output (not NaN),
+ * on both paths; the other rows are unaffected. */
+static void
+check_fully_masked_row (int Tq)
+{
+  Rng r = { 27 };
+  const int L = 21, H = 2, D = 8;
+  float *q = random_buf (&r, (size_t) Tq * H * D, -1, 1), *k = random_buf (&r, (size_t) L * H * D, -1, 1);
+  float *v = random_buf (&r, (size_t) L * H * D, -1, 1), *out = g_new (float, (size_t) Tq * H * D);
+  float *bias = g_new0 (float, (size_t) Tq * L), *probs = g_new (float, (size_t) Tq * L);
+  for (int j = 0; j < L; j++)
+    bias[L + j] = -INFINITY;  /* query row 1 */
+  int head = 1;
+  CbAttnCapture cap = { 1, &head, &probs, L };
+  cb_attention (out, q, k, v, Tq, L, H, H, D, 0.35f, bias, 0, L, &cap);
+  for (int j = 0; j < L; j++)
+    ck_assert_float_eq (probs[L + j], 0.0f);
+  for (int h = 0; h < H; h++)
+    for (int d = 0; d < D; d++)
+      ck_assert_float_eq (out[((size_t) 1 * H + h) * D + d], 0.0f);
+  double sum = 0;
+  for (int j = 0; j < L; j++)
+    sum += probs[j];  /* row 0 */
+  ck_assert_double_eq_tol (sum, 1.0, 1e-5);
+  g_free (q), g_free (k), g_free (v), g_free (out), g_free (bias), g_free (probs);
+}
+
 START_TEST (test_attention_full)
 {
+  check_fully_masked_row (3);   /* direct path */
+  check_fully_masked_row (12);  /* GEMM path */
   check_attention (20, 9, -1, 131, 4, 2, 20, 0);
   check_attention (21, 9, -1, 131, 4, 4, 16, 1);  /* key padding mask of -1e10 */
   check_attention (22, 17, -1, 70, 2, 1, 12, 2);  /* full per-head bias */
