@@ -604,6 +604,7 @@ static const CbOps cpu_ops = {
   .name = "cpu",
   .matmul = cb_matmul,
   .matmul_acc = cb_matmul_acc,
+  .matmul_bf16 = cb_matmul_bf16,
   .rmsnorm = cb_rmsnorm,
   .layernorm = cb_layernorm,
   .layernorm_channels = cb_layernorm_channels,

@@ -41,7 +41,7 @@ void cb_matmul_acc (float *out, const float *inp, const float *weight, const flo
                     int T, int C, int OC);
 
 /* BF16 weights (the upper 16 bits of an F32; half the bytes to stream per decode step): products
- * and sums in F32, otherwise as cb_matmul. Not in the CbOps table yet (the CPU backend only). */
+ * and sums in F32, otherwise as cb_matmul. */
 void cb_matmul_bf16 (float *out, const float *inp, const guint16 *weight, const float *bias,
                      int T, int C, int OC);
 /* Convert F32 to BF16 with round-to-nearest-even (NaN stays NaN): once, when weights are loaded. */
