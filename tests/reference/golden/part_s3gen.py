@@ -34,6 +34,7 @@ from chatterbox.models.s3gen.transformer.upsample_encoder import (
 from chatterbox.models.s3gen.utils.mel import mel_spectrogram
 from chatterbox.models.s3tokenizer import SPEECH_VOCAB_SIZE
 
+SHORT_PROMPT_TOKENS = 25      # prompt kept for the detailed flow cases (tokens_0001, tokens_0050)
 STAGE_FLOW = "s3gen"
 STAGE_HIFT = "hift"
 SR = 24000
@@ -464,6 +465,15 @@ def _voice(ctx, s3, fallback_only=False):
                 embedding=emb), "fallback (part_voice absent)"
 
 
+def _short_voice(gen, n_tokens):
+    """The first n_tokens prompt tokens and 2*n_tokens prompt frames of a voice (a valid, shorter
+    reference for the cases that store per-step tensors over prompt + speech frames)."""
+    n = min(n_tokens, int(gen["prompt_token"].shape[1]), int(gen["prompt_feat"].shape[1]) // 2)
+    return dict(prompt_token=gen["prompt_token"][:, :n].clone(), prompt_token_len=torch.tensor([n]),
+                prompt_feat=gen["prompt_feat"][:, :2 * n].clone(), prompt_feat_len=None,
+                embedding=gen["embedding"].clone())
+
+
 def _ref_copy(gen):
     return {k: (v.clone() if torch.is_tensor(v) else v) for k, v in gen.items()}
 
@@ -505,7 +515,7 @@ def _flow_stats(ctx, case, mel, taps, replay_ok):
     ctx.require(0.05 < float(v.std()) < 50, f"{STAGE_FLOW}/{case}: estimator output std {float(v.std()):.3g}")
 
 
-def _flow_case(ctx, s3, gen, case, n_tokens, detail):
+def _flow_case(ctx, s3, gen, case, n_tokens, detail, voice_note):
     """detail 'all': every Euler state and two estimator evaluations; 'mid': states 0, 1, last and one
     evaluation; 'min': inputs, mu, noise and mel only."""
     g = ctx.generator("s3gen", "tokens", case)
@@ -532,7 +542,7 @@ def _flow_case(ctx, s3, gen, case, n_tokens, detail):
     meta = {"n_tokens": n_tokens, "prompt_tokens": int(gen["prompt_token"].shape[1]),
             "prompt_frames": int(gen["prompt_feat"].shape[1]), "finalize": True, "n_timesteps": len(calls),
             "inference_cfg_rate": float(s3.flow.decoder.inference_cfg_rate), "seed": seed, "detail": detail,
-            "est_steps_saved": est_steps,
+            "est_steps_saved": est_steps, "voice": voice_note,
             "upstream": "S3Token2Wav.flow_inference(tokens, ref_dict=conds.gen, finalize=True)"}
     ctx.save_golden(STAGE_FLOW, case, {k: v.clone() for k, v in t.items()}, meta)
     _flow_stats(ctx, case, mel, taps, ok)
@@ -550,7 +560,7 @@ def _stream_cases(ctx, s3, gen, windows=(10, 30, 60, 150)):
         mel, z, taps, ok = _run_flow(s3, tokens[:, :n], gen, seed)
         ctx.save_golden(STAGE_FLOW, case, {"input.tokens": tokens[:, :n], "noise.z": z, "out.mel": mel},
                         {"n_tokens": n, "window": [0, n], "utterance_tokens": windows[-1], "finalize": True,
-                         "seed": seed, "prompt": "conds.gen, as input.* of tokens_0001",
+                         "seed": seed, "voice": "conds.gen in full, as input.* of tokens_0300",
                          "upstream": "S3Token2Wav.flow_inference(tokens[:, :n], ref_dict=conds.gen, finalize=True)"})
         _flow_stats(ctx, case, mel, taps, ok)
 
@@ -642,19 +652,19 @@ def _hift_case(ctx, s3, case, note, mel=None, cache_source=None, end_to_end=None
 def _hift_cases(ctx, s3, gen):
     voiced = []
     g = ctx.generator("s3gen", "tokens", "e2e")
-    tokens = torch.randint(0, SPEECH_VOCAB_SIZE, (1, 12), generator=g)
-    _, v = _hift_case(ctx, s3, "e2e_tokens_0012", "S3Token2Wav.inference end to end: flow + HiFT + trim_fade",
+    tokens = torch.randint(0, SPEECH_VOCAB_SIZE, (1, 8), generator=g)
+    _, v = _hift_case(ctx, s3, "e2e_tokens_0008", "S3Token2Wav.inference end to end: flow + HiFT + trim_fade",
                       end_to_end=(tokens, gen))
     voiced.append(v)
-    mel = _realistic_mel(ctx.generator("s3gen", "mel", "synthetic"), 32)
-    _, v = _hift_case(ctx, s3, "synthetic_mel_0032", "upstream mel_spectrogram of a synthetic harmonic clip",
-                      mel=mel, save_sine=True)
+    mel = _realistic_mel(ctx.generator("s3gen", "mel", "synthetic"), 24)
+    _, v = _hift_case(ctx, s3, "synthetic_mel_0024", "upstream mel_spectrogram of a synthetic harmonic clip",
+                      mel=mel)
     voiced.append(v)
     # cache_source over two consecutive chunks of one mel (CosyVoice-style streaming hook)
     mel2 = _realistic_mel(ctx.generator("s3gen", "mel", "chunks"), 24)
     a, b = mel2[:, :, :12].contiguous(), mel2[:, :, 12:].contiguous()
     ra, v = _hift_case(ctx, s3, "cache_chunk_0", "first chunk: mel frames 0..11 of a 24-frame mel, empty cache",
-                       mel=a, cache_source=torch.zeros(1, 1, 0))
+                       mel=a, cache_source=torch.zeros(1, 1, 0), save_sine=True)
     voiced.append(v)
     cache = ra["source"][:, :, -4 * 480:].contiguous()
     _, v = _hift_case(ctx, s3, "cache_chunk_1", "second chunk: frames 12..23; cache_source = the last 4 frames "
@@ -670,8 +680,11 @@ def cases(ctx):
     gen, voice_src = _voice(ctx, s3)
     ctx.stat(STAGE_FLOW, "_voice", source=voice_src, prompt_tokens=int(gen["prompt_token"].shape[1]),
              prompt_frames=int(gen["prompt_feat"].shape[1]))
-    _flow_case(ctx, s3, gen, "tokens_0001", 1, "all")
-    _flow_case(ctx, s3, gen, "tokens_0050", 50, "mid")
-    _flow_case(ctx, s3, gen, "tokens_0300", 300, "min")
+    short = _short_voice(gen, SHORT_PROMPT_TOKENS)
+    short_note = (f"{voice_src}: first {int(short['prompt_token'].shape[1])} prompt tokens / "
+                  f"{int(short['prompt_feat'].shape[1])} prompt frames (size budget)")
+    _flow_case(ctx, s3, short, "tokens_0001", 1, "all", short_note)
+    _flow_case(ctx, s3, short, "tokens_0050", 50, "mid", short_note)
+    _flow_case(ctx, s3, gen, "tokens_0300", 300, "min", voice_src)
     _stream_cases(ctx, s3, gen)
     _hift_cases(ctx, s3, gen)
