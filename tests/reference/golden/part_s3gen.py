@@ -234,6 +234,11 @@ PHASE_STD = 2.5         # ... and on the phase rows: sin() well beyond its linea
 
 
 def build(ctx):
+    with torch.random.fork_rng():           # constructors' default inits: leave the global RNG alone
+        _build(ctx)
+
+
+def _build(ctx):
     cfg = ctx.cfg
     g = ctx.generator("s3gen", "weights")
     flow = _make_flow(cfg)
@@ -676,6 +681,11 @@ def _hift_cases(ctx, s3, gen):
 
 
 def cases(ctx):
+    with torch.random.fork_rng():           # per-case torch.manual_seed: leave the global RNG alone
+        _cases(ctx)
+
+
+def _cases(ctx):
     s3 = ctx.modules["s3gen"]
     gen, voice_src = _voice(ctx, s3)
     ctx.stat(STAGE_FLOW, "_voice", source=voice_src, prompt_tokens=int(gen["prompt_token"].shape[1]),
