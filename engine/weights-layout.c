@@ -5,7 +5,8 @@
  * instance's i-th argument, a number >= 0 is a literal. An entry may be conditional on an argument
  * being non-zero (a bias that a flag turns off, an affine-free BatchNorm). A '#' in a name is
  * replaced by the instance index (LSTM layers, HiFT resblock units). The file builders below only
- * loop over the config's repetition counts and pass widths; they never spell a tensor name. */
+ * loop over the config's repetition counts, name the module instances (prefixes) and pass widths;
+ * tensor names live in the tables alone. */
 #include "weights-layout.h"
 
 #include <math.h>
@@ -358,7 +359,9 @@ static void
 emit (CbWeightsLayout *l, const Module *m, const char *prefix, int index, const int64_t *args,
       int n_args)
 {
-  g_assert (n_args == m->n_args && n_args <= MAX_ARGS);
+  if (n_args != m->n_args || n_args > MAX_ARGS) /* a table bug, caught by any test */
+    g_error ("weights-layout: %s (%s) takes %d arguments, got %d", m->what, prefix, m->n_args,
+             n_args);
   for (int e = 0; e < m->n_entries; e++) {
     const Entry *en = &m->entries[e];
     if (en->when && resolve (m, en->when, args) == 0)
