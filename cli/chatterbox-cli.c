@@ -125,7 +125,8 @@ run_check_golden (const Options *o)
 {
   CliGoldenTally tally;
   GError *err = NULL;
-  if (!cli_check_golden (o->check_golden, stdout, &tally, &err)) {
+  if (!cli_check_golden (o->check_golden, o->threads == UNSET_INT ? 0 : o->threads, stdout, &tally,
+                         &err)) {
     fprintf (stderr, "chatterbox-cli: --check-golden: %s\n", err->message);
     g_error_free (err);
     return EXIT_CHECK_FAILED;

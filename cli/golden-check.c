@@ -17,6 +17,7 @@
 typedef struct {
   const char     *dir;
   char           *model_dir;
+  int             threads;
   FILE           *out;
   CliGoldenTally *tally;
   gboolean        have_config;
@@ -256,6 +257,7 @@ check_model (Golden *g)
   CbEngineParams p;
   cb_engine_params_init (&p);
   p.model_location = g->model_dir;
+  p.threads = g->threads;
   CbEngine *e = cb_engine_new (&p, &err);
   char *counts = e ? cli_model_tensor_counts (g->model_dir, &g->cfg, &err) : NULL;
   if (counts)
@@ -345,13 +347,13 @@ check_stage (Golden *g, const char *stage)
 }
 
 gboolean
-cli_check_golden (const char *dir, FILE *out, CliGoldenTally *tally, GError **error)
+cli_check_golden (const char *dir, int threads, FILE *out, CliGoldenTally *tally, GError **error)
 {
   memset (tally, 0, sizeof *tally);
   GPtrArray *stages = list_dir (dir, TRUE, NULL, compare_stages, error);
   if (!stages)
     return FALSE;
-  Golden g = { .dir = dir, .out = out, .tally = tally };
+  Golden g = { .dir = dir, .threads = threads, .out = out, .tally = tally };
   g.model_dir = g_build_filename (dir, "model", NULL);
   fprintf (out, "golden directory %s\n", dir);
   check_model (&g);

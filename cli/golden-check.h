@@ -24,8 +24,9 @@ typedef struct {
   guint not_implemented;
 } CliGoldenTally;
 
-/* Runs every check, printing to `out`. Returns FALSE when DIR cannot be read at all (error set);
- * the verdicts are in *tally. */
-gboolean cli_check_golden (const char *dir, FILE *out, CliGoldenTally *tally, GError **error);
+/* Runs every check with `threads` CPU threads (0: all), printing to `out`. Returns FALSE when DIR
+ * cannot be read at all (error set); the verdicts are in *tally. */
+gboolean cli_check_golden (const char *dir, int threads, FILE *out, CliGoldenTally *tally,
+                           GError **error);
 
 G_END_DECLS
