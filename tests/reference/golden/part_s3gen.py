@@ -16,7 +16,6 @@ import math
 from contextlib import contextmanager
 from unittest import mock
 
-import numpy as np
 import torch
 import torch.nn as nn
 from torch.distributions.uniform import Uniform
