@@ -349,3 +349,18 @@ cb_conds_free (CbConds *conds)
   g_free (conds->embedding);
   g_free (conds);
 }
+
+/* Longest voice prompt S3Gen takes: 10 s of reference audio at 25 tokens/s (spec §6.1). */
+#define CB_MAX_PROMPT_TOKENS 250
+
+void
+cb_conds_expect_from_config (CbCondsExpect *expect, const CbConfig *config)
+{
+  cb_conds_expect_default (expect);
+  expect->speaker_embed_size = config->t3.speaker_embed_size;
+  expect->max_cond_prompt_tokens = config->t3.speech_cond_prompt_len;
+  expect->mel_bins = config->flow.output_size;
+  expect->xvector_size = config->flow.spk_embed_dim;
+  expect->speech_vocab = config->flow.vocab_size;
+  expect->max_prompt_tokens = CB_MAX_PROMPT_TOKENS;
+}

@@ -9,6 +9,7 @@
 #pragma once
 
 #include "cb-common.h"
+#include "config.h"
 
 G_BEGIN_DECLS
 
@@ -24,6 +25,9 @@ typedef struct {
 } CbCondsExpect;
 
 void cb_conds_expect_default (CbCondsExpect *expect);
+
+/* The sizes a model configured by `config` expects of a voice. */
+void cb_conds_expect_from_config (CbCondsExpect *expect, const CbConfig *config);
 
 typedef struct {
   /* T3 conditionals */

@@ -10,9 +10,6 @@
 #include "tokenizer.h"
 #include "weights-layout.h"
 
-/* Longest voice prompt S3Gen takes: 10 s of reference audio at 25 tokens/s (spec §6.1). */
-#define CB_MAX_PROMPT_TOKENS 250
-
 struct CbEngine {
   char *model_dir;
   int threads;
@@ -94,13 +91,7 @@ static gboolean
 load_builtin_voice (CbEngine *e, GError **error)
 {
   CbCondsExpect expect;
-  cb_conds_expect_default (&expect);
-  expect.speaker_embed_size = e->config.t3.speaker_embed_size;
-  expect.max_cond_prompt_tokens = e->config.t3.speech_cond_prompt_len;
-  expect.mel_bins = e->config.flow.output_size;
-  expect.xvector_size = e->config.flow.spk_embed_dim;
-  expect.speech_vocab = e->config.flow.vocab_size;
-  expect.max_prompt_tokens = CB_MAX_PROMPT_TOKENS;
+  cb_conds_expect_from_config (&expect, &e->config);
   char *path = model_file (e, "conds.pt");
   e->builtin_voice = cb_conds_load (path, &expect, error);
   g_free (path);
