@@ -69,14 +69,17 @@ def _make_t3(ctx):
         setattr(hp, k, v)
     hp.llama_config_name = name
 
-    torch.manual_seed(_seed(ctx, "t3", "construct"))
-    t3 = T3(hp)
     pc = ctx.cfg["perceiver"]
-    # T3CondEnc builds Perceiver() with its hard-coded full sizes: replace it by one built with
-    # the configured sizes (same class, same key names).
-    t3.cond_enc.perceiver = Perceiver(pre_attention_query_token=pc["pre_attention_query_token"],
-                                      pre_attention_query_size=pc["pre_attention_query_size"],
-                                      embedding_dim=pc["embedding_dim"], num_attn_heads=pc["num_attn_heads"])
+    # Upstream's constructors draw from the global torch RNG: seed it for them, then give the
+    # other parts their RNG state back.
+    with torch.random.fork_rng():
+        torch.manual_seed(_seed(ctx, "t3", "construct"))
+        t3 = T3(hp)
+        # T3CondEnc builds Perceiver() with its hard-coded full sizes: replace it by one built
+        # with the configured sizes (same class, same key names).
+        t3.cond_enc.perceiver = Perceiver(pre_attention_query_token=pc["pre_attention_query_token"],
+                                          pre_attention_query_size=pc["pre_attention_query_size"],
+                                          embedding_dim=pc["embedding_dim"], num_attn_heads=pc["num_attn_heads"])
     t3.cond_enc.perceiver.attn.norm.eps = pc["layer_norm_eps"]
     return t3, hp, name
 
@@ -90,9 +93,10 @@ INIT = dict(
     pos_emb_std=0.5,        # text_pos_emb, speech_pos_emb
     head_gain=4.0,          # speech_head/text_head rows N(0, gain^2 / hidden): logits std ~4 -> peaked
     eos_ramp=1.0,           # speech_pos_emb[k] += eos_ramp * (min(k, cap) / 100) * sqrt(hidden) * d  (unit d)
-    eos_ramp_cap=80,        # the ramp stops growing here, so long sequences are not swamped by it
-    eos_gain=4.0,           # speech_head.weight[6562] = eos_gain * d: the EOS logit grows with position
-)
+    eos_ramp_cap=120,       # the ramp stops growing here, so long sequences are not swamped by it
+    eos_gain=5.0,           # speech_head.weight[6562] = eos_gain * d: the EOS logit grows with position
+    sos_head_gain=0.5,      # speech_head.weight[6561] ~ N(0, 0.5^2 / hidden): logit ~ +-0.5, never sampled
+)                           # (upstream's drop_invalid_tokens raises when 6561 occurs twice)
 
 
 def _init_weights(t3, seed):
@@ -126,6 +130,7 @@ def _init_weights(t3, seed):
         ramp = INIT["eos_ramp"] * k[:, None] / 100.0 * math.sqrt(H)
         t3.speech_pos_emb.emb.weight += ramp * d[None]
         t3.speech_head.weight[t3.hp.stop_speech_token] = INIT["eos_gain"] * d
+        t3.speech_head.weight[t3.hp.start_speech_token].normal_(0, INIT["sos_head_gain"] / math.sqrt(H), generator=g)
 
 
 def build(ctx):
@@ -433,10 +438,12 @@ def _guard_step(an, logits, last_token):
     lg = logging.getLogger("chatterbox.models.t3.inference.alignment_stream_analyzer")
     h = _WarnCatcher()
     lg.addHandler(h)
+    propagate, lg.propagate = lg.propagate, False
     try:
         out = an.step(logits, next_token=last_token)
     finally:
         lg.removeHandler(h)
+        lg.propagate = propagate
     flags = {"long_tail": False, "alignment_repetition": False, "token_repetition": False}
     for m in h.msgs:
         if m.startswith("forcing EOS"):
@@ -526,7 +533,9 @@ def _save_t3_case(ctx, name, t3, rec, cap, settings, extra, text, voice_src):
         t[f"step.{nm}_at_token"] = gt(x)
         t[f"step.{nm}_at_eos"] = x[:, EOS]
     t["step.n_kept"] = torch.isfinite(topp).sum(-1)
-    us = [_sampling_u(probs[s], rec.tokens[s]) for s in range(n)]
+    # a step redrawn without EOS (long300) was drawn from the probabilities with EOS set to 0
+    no_eos = lambda p: p.clone().index_fill_(0, torch.tensor([EOS]), 0.0)  # noqa: E731
+    us = [_sampling_u(no_eos(probs[s]) if rec.redrawn[s] else probs[s], rec.tokens[s]) for s in range(n)]
     t["step.u"] = torch.tensor([u[0] for u in us])
     t["step.u_lo"] = torch.tensor([u[1] for u in us])
     t["step.u_hi"] = torch.tensor([u[2] for u in us])
@@ -727,7 +736,8 @@ def cases(ctx):
     natural = [k for k, r in results.items() if r["ended_by_eos"] and k not in ("long300",)]
     ctx.require(len(natural) >= 1, "t3: no case ended by EOS on its own")
     for k, r in results.items():
-        ctx.require(r["margin_median"] > 0.2, f"t3/{k}: median top-1/top-2 margin {r['margin_median']:.3g} <= 0.2")
+        if r["steps"] >= 10:          # (a 1-step case's "median" is a single draw)
+            ctx.require(r["margin_median"] > 0.2, f"t3/{k}: median top-1/top-2 margin {r['margin_median']:.3g} <= 0.2")
         ctx.require(r["logit_std"] > 1.0, f"t3/{k}: logits nearly flat (std {r['logit_std']:.3g})")
     ctx.require(results["long300"]["steps"] == 300, "t3/long300: not 300 steps")
     ctx.require(results["one_token"]["steps"] == 1, "t3/one_token: not 1 step")
