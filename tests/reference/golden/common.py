@@ -103,7 +103,7 @@ class Ctx:
         os.makedirs(d, exist_ok=True)
         clean = {}
         for k, v in tensors.items():
-            t = torch.as_tensor(v).detach().cpu().contiguous()
+            t = torch.as_tensor(v).detach().cpu().contiguous().clone()  # views may share storage
             if t.is_floating_point():
                 t = t.to(torch.float32)
             clean[k] = t
