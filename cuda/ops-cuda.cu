@@ -150,19 +150,25 @@ void matmul (float *o, const float *i, const float *w, const float *b, int T, in
 void matmul_acc (float *o, const float *i, const float *w, const float *b, int T, int C, int OC) { matmul_beta (o, i, w, b, T, C, OC, 1.0f); }
 
 // ---- row reductions: one block per row, statistics in F32 ----
-__device__ float block_sum (float v, float *shared)
+// Reduces v over the block with op (identity for lanes without data) and returns the result to
+// every thread: warp shuffles, then one warp over the per-warp partials.
+struct SumOp { __device__ float operator() (float a, float b) const { return a + b; } };
+struct MaxOp { __device__ float operator() (float a, float b) const { return fmaxf (a, b); } };
+
+template <typename Op>
+__device__ float block_reduce (float v, float *shared, float identity, Op op)
 {
   for (int off = 16; off > 0; off >>= 1)
-    v += __shfl_down_sync (0xffffffffu, v, off);
+    v = op (v, __shfl_down_sync (0xffffffffu, v, off));
   int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   if (lane == 0)
     shared[warp] = v;
   __syncthreads ();
   int nwarps = (blockDim.x + 31) >> 5;
-  v = (threadIdx.x < nwarps) ? shared[threadIdx.x] : 0.0f;
+  v = (threadIdx.x < nwarps) ? shared[threadIdx.x] : identity;
   if (warp == 0)
     for (int off = 16; off > 0; off >>= 1)
-      v += __shfl_down_sync (0xffffffffu, v, off);
+      v = op (v, __shfl_down_sync (0xffffffffu, v, off));
   if (threadIdx.x == 0)
     shared[0] = v;
   __syncthreads ();
@@ -171,26 +177,8 @@ __device__ float block_sum (float v, float *shared)
   return r;
 }
 
-__device__ float block_max (float v, float *shared)
-{
-  for (int off = 16; off > 0; off >>= 1)
-    v = fmaxf (v, __shfl_down_sync (0xffffffffu, v, off));
-  int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  if (lane == 0)
-    shared[warp] = v;
-  __syncthreads ();
-  int nwarps = (blockDim.x + 31) >> 5;
-  v = (threadIdx.x < nwarps) ? shared[threadIdx.x] : -INFINITY;
-  if (warp == 0)
-    for (int off = 16; off > 0; off >>= 1)
-      v = fmaxf (v, __shfl_down_sync (0xffffffffu, v, off));
-  if (threadIdx.x == 0)
-    shared[0] = v;
-  __syncthreads ();
-  float r = shared[0];
-  __syncthreads ();
-  return r;
-}
+__device__ float block_sum (float v, float *shared) { return block_reduce (v, shared, 0.0f, SumOp ()); }
+__device__ float block_max (float v, float *shared) { return block_reduce (v, shared, -INFINITY, MaxOp ()); }
 
 // mode 0: RMSNorm (weight), mode 1: LayerNorm (weight/bias optional)
 __global__ void norm_rows_kernel (float *out, const float *inp, const float *weight, const float *bias,
