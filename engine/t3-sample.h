@@ -23,22 +23,24 @@
 G_BEGIN_DECLS
 
 /* Defaults of upstream's English ChatterboxTTS.generate() (0.1.7 / HEAD, spec §3.8). */
-#define CB_T3_DEFAULT_CFG_WEIGHT         0.5f
-#define CB_T3_DEFAULT_TEMPERATURE        0.8f
-#define CB_T3_DEFAULT_REPETITION_PENALTY 1.2f
-#define CB_T3_DEFAULT_MIN_P              0.05f
-#define CB_T3_DEFAULT_TOP_P              1.0f
-#define CB_T3_DEFAULT_EXAGGERATION       0.5f  /* conditioning, not sampling: for the T3 caller */
+#define CB_T3_DEFAULT_CFG_WEIGHT         0.5
+#define CB_T3_DEFAULT_TEMPERATURE        0.8
+#define CB_T3_DEFAULT_REPETITION_PENALTY 1.2
+#define CB_T3_DEFAULT_MIN_P              0.05
+#define CB_T3_DEFAULT_TOP_P              1.0
+#define CB_T3_DEFAULT_EXAGGERATION       0.5   /* conditioning, not sampling: for the T3 caller */
 #define CB_T3_DEFAULT_MAX_TOKENS         1000  /* generate() passes max_new_tokens=1000 */
 #define CB_T3_DEFAULT_SEED               0
 
 /* Per-utterance decoding settings; start from cb_t3_sample_params_default(). */
+/* Values are doubles like upstream's Python floats; each stage rounds them where torch does
+ * (1 − top_p is formed in double before the float comparison, the others become floats). */
 typedef struct {
-  float    cfg_weight;          /* ≥ 0; 0: the conditional row alone (no unconditional row needed) */
-  float    temperature;         /* > 0; 1.0 skips the division */
-  float    repetition_penalty;  /* > 0; 1.0 leaves the logits unchanged */
-  float    min_p;               /* [0, 1]; 0 keeps everything */
-  float    top_p;               /* [0, 1]; 1.0 only drops ids whose probability underflows to 0 */
+  double   cfg_weight;          /* ≥ 0; 0: the conditional row alone (no unconditional row needed) */
+  double   temperature;         /* > 0; 1.0 skips the division */
+  double   repetition_penalty;  /* > 0; 1.0 leaves the logits unchanged */
+  double   min_p;               /* [0, 1]; 0 keeps everything */
+  double   top_p;               /* [0, 1]; 1.0 only drops ids whose probability underflows to 0 */
   guint64  seed;                /* the generator's seed: same seed, same tokens */
   int      max_tokens;          /* ≥ 1: tokens sampled at most (the stop token included) */
   gboolean alignment_guard;     /* run t3-guard.h's analyzer (FALSE for English, as upstream) */
@@ -53,22 +55,22 @@ gboolean cb_t3_sample_params_validate (const CbT3SampleParams *p, GError **error
 
 /* ℓ = cond + w·(cond − uncond) rounded per operation as torch does; w == 0: ℓ = cond and uncond
  * may be NULL. out may alias cond. */
-void cb_t3_cfg_combine (float *out, const float *cond, const float *uncond, int V, float cfg_weight);
+void cb_t3_cfg_combine (float *out, const float *cond, const float *uncond, int V, double cfg_weight);
 
 /* HF repetition penalty over distinct ids (the caller passes each id once): ℓ_u < 0 → ℓ_u·θ,
  * else ℓ_u/θ. */
-void cb_t3_repetition_penalty (float *logits, const gint32 *distinct_ids, int n_ids, float penalty);
+void cb_t3_repetition_penalty (float *logits, const gint32 *distinct_ids, int n_ids, double penalty);
 
 /* ℓ /= T, skipped when T == 1.0 exactly. */
-void cb_t3_temperature (float *logits, int V, float temperature);
+void cb_t3_temperature (float *logits, int V, double temperature);
 
 /* HF MinPLogitsWarper (min_tokens_to_keep 1): p = softmax(ℓ); ids with p < min_p·max(p) get −∞;
  * the most probable id is kept. probs_scratch: V floats. */
-void cb_t3_min_p (float *logits, int V, float min_p, float *probs_scratch);
+void cb_t3_min_p (float *logits, int V, double min_p, float *probs_scratch);
 
 /* HF TopPLogitsWarper (min_tokens_to_keep 1): sort ascending, c = cumsum(softmax(sorted)); ids with
  * c ≤ 1 − top_p get −∞; the largest logit is kept. Scratch: V floats and V ints. */
-void cb_t3_top_p (float *logits, int V, float top_p, float *sorted_scratch, gint32 *index_scratch);
+void cb_t3_top_p (float *logits, int V, double top_p, float *sorted_scratch, gint32 *index_scratch);
 
 /* probs = softmax(logits) (−∞ → 0). */
 void cb_t3_softmax (float *probs, const float *logits, int V);
