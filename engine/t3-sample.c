@@ -301,10 +301,9 @@ dump_row (float *dst, const float *row, int V)
     memcpy (dst, row, (size_t) V * sizeof *dst);
 }
 
-gint32
-cb_t3_sampler_step_u (CbT3Sampler *s, float *logits, double u, const CbT3StageDump *dump)
+void
+cb_t3_sampler_process (CbT3Sampler *s, float *logits, const CbT3StageDump *dump)
 {
-  g_return_val_if_fail (!cb_t3_sampler_finished (s), s->eos_id);
   const int V = s->vocab;
   const CbT3SampleParams *p = &s->params;
   const CbT3StageDump none = { 0 };
@@ -321,10 +320,23 @@ cb_t3_sampler_step_u (CbT3Sampler *s, float *logits, double u, const CbT3StageDu
   dump_row (dump->topp, logits, V);
   cb_t3_softmax (s->probs, logits, V);
   dump_row (dump->probs, s->probs, V);
+}
 
-  const gint32 token = cb_t3_pick (s->probs, V, u);
+void
+cb_t3_sampler_accept (CbT3Sampler *s, gint32 token)
+{
+  g_return_if_fail (!cb_t3_sampler_finished (s) && token >= 0 && token < s->vocab);
   s->tokens[s->n_tokens++] = token;
   history_add (s, token);
+}
+
+gint32
+cb_t3_sampler_step_u (CbT3Sampler *s, float *logits, double u, const CbT3StageDump *dump)
+{
+  g_return_val_if_fail (!cb_t3_sampler_finished (s), s->eos_id);
+  cb_t3_sampler_process (s, logits, dump);
+  const gint32 token = cb_t3_pick (s->probs, s->vocab, u);
+  cb_t3_sampler_accept (s, token);
   return token;
 }
 

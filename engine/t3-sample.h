@@ -69,7 +69,8 @@ void cb_t3_temperature (float *logits, int V, double temperature);
 void cb_t3_min_p (float *logits, int V, double min_p, float *probs_scratch);
 
 /* HF TopPLogitsWarper (min_tokens_to_keep 1): sort ascending, c = cumsum(softmax(sorted)); ids with
- * c ≤ 1 − top_p get −∞; the largest logit is kept. Scratch: V floats and V ints. */
+ * c ≤ 1 − top_p get −∞; the largest logit is kept. Scratch: V floats and V ints. At top_p = 1 the
+ * removed ids are exactly those of probability 0 (−∞ or underflow): found without sorting. */
 void cb_t3_top_p (float *logits, int V, double top_p, float *sorted_scratch, gint32 *index_scratch);
 
 /* probs = softmax(logits) (−∞ → 0). */
@@ -121,9 +122,17 @@ void         cb_t3_sampler_free (CbT3Sampler *s);
  * generator. No allocation; cost proportional to the previous utterance's distinct ids. */
 gboolean cb_t3_sampler_begin (CbT3Sampler *s, const CbT3SampleParams *params, GError **error);
 
-/* One step on the CFG-combined (and guarded) row `logits`, modified in place: repetition penalty
- * over the history, temperature, min-p, top-p, softmax into s->probs, draw, append the token to the
- * history. Returns the token. dump may be NULL. Must not be called once finished. */
+/* The processing of one step without the draw: on the CFG-combined (and guarded) row `logits`,
+ * in place, repetition penalty over the history, temperature, min-p, top-p; then the distribution
+ * softmax(logits) into s->probs. dump may be NULL. */
+void cb_t3_sampler_process (CbT3Sampler *s, float *logits, const CbT3StageDump *dump);
+
+/* Appends a token to the output and the penalty history (teacher forcing: process, then accept
+ * the forced token). Must not be called once finished. */
+void cb_t3_sampler_accept (CbT3Sampler *s, gint32 token);
+
+/* One step: process, draw u from the generator, pick by inverse CDF, accept. Returns the token.
+ * Must not be called once finished. */
 gint32 cb_t3_sampler_step (CbT3Sampler *s, float *logits, const CbT3StageDump *dump);
 
 /* The same with an injected u ∈ [0, 1) instead of the generator's (the generator does not advance). */
