@@ -1,0 +1,290 @@
+/* t3-golden.c — teacher-forced comparison of our T3 forward pass with an upstream golden case.
+ * The golden file is untrusted input: every tensor is looked up with its expected dtype and shape,
+ * and a problem is a GError naming it. */
+#include "t3-golden.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "safetensors.h"
+
+/* A golden case being read. */
+typedef struct {
+  const CbSafetensors *st;
+  GPtrArray           *owned;  /* widened / realigned float copies */
+  GError             **error;
+  gboolean             ok;
+} Case;
+
+static const float *
+f32 (Case *c, const char *name, int ndim, const int64_t *shape)
+{
+  if (!c->ok)
+    return NULL;
+  float *owned = NULL;
+  const float *p = cb_safetensors_get_f32 (c->st, name, ndim, shape, &owned, c->error);
+  if (owned)
+    g_ptr_array_add (c->owned, owned);
+  c->ok = p != NULL;
+  return p;
+}
+
+/* An I64 tensor as int64 values (copied: the mapping need not be 8-byte aligned). */
+static int64_t *
+i64 (Case *c, const char *name, int ndim, const int64_t *shape, guint64 *numel)
+{
+  if (!c->ok)
+    return NULL;
+  const CbTensorInfo *t = cb_safetensors_get (c->st, name, CB_DTYPE_I64, ndim, shape, c->error);
+  if (!t) {
+    c->ok = FALSE;
+    return NULL;
+  }
+  int64_t *v = g_new (int64_t, MAX (t->numel, 1));
+  memcpy (v, t->data, t->numel * sizeof (int64_t));
+  g_ptr_array_add (c->owned, v);
+  if (numel)
+    *numel = t->numel;
+  return v;
+}
+
+static int64_t
+dim (Case *c, const char *name, int axis)
+{
+  const CbTensorInfo *t = c->ok ? cb_safetensors_find (c->st, name) : NULL;
+  if (c->ok && (!t || axis >= t->ndim)) {
+    g_set_error (c->error, CB_ERROR, CB_ERROR_MISMATCH, "%s: tensor %s missing or of rank < %d",
+                 cb_safetensors_path (c->st), name, axis + 1);
+    c->ok = FALSE;
+  }
+  return c->ok ? t->shape[axis] : 0;
+}
+
+/* max|a − b| / max|b| over n values (a strided by sa, b by sb); 0 when b is all zero and a = b. */
+static double
+rel_err (const float *a, gsize sa, const float *b, gsize sb, gsize n)
+{
+  double diff = 0, ref = 0;
+  for (gsize i = 0; i < n; i++) {
+    diff = fmax (diff, fabs ((double) a[i * sa] - b[i * sb]));
+    ref = fmax (ref, fabs ((double) b[i * sb]));
+  }
+  return ref > 0 ? diff / ref : (diff > 0 ? INFINITY : 0);
+}
+
+double
+cb_t3_golden_report_max (const CbT3GoldenReport *r)
+{
+  const double v[] = { r->cond_embeds, r->prefill_embeds, r->prefill_logits, r->step_logits,
+                       r->decode_embeds, r->attn };
+  double m = 0;
+  for (guint i = 0; i < G_N_ELEMENTS (v); i++)
+    m = fmax (m, isnan (v[i]) ? INFINITY : v[i]);
+  return m;
+}
+
+/* Our logits of the current step at the golden ids vs the golden values of step s: top-K ids,
+ * the sampled token and EOS, for the conditional row and the unconditional one (at cfg_weight 0
+ * upstream's second row is conditional too, so ours is row 0). */
+static double
+step_error (const CbT3State *s, const int64_t *topk_ids, int K, const float *const golden[2][3],
+            int step, int token, int eos)
+{
+  double worst = 0;
+  for (int r = 0; r < 2; r++) {
+    const float *ours = cb_t3_logits (s, MIN (r, cb_t3_n_rows (s) - 1));
+    float mine[66], ref[66];
+    int n = 0;
+    for (int k = 0; k < K && k < 64; k++, n++) {
+      mine[n] = ours[topk_ids[(gsize) step * K + k]];
+      ref[n] = golden[r][0][(gsize) step * K + k];
+    }
+    mine[n] = ours[token], ref[n++] = golden[r][1][step];
+    mine[n] = ours[eos], ref[n++] = golden[r][2][step];
+    worst = fmax (worst, rel_err (mine, 1, ref, 1, n));
+  }
+  return worst;
+}
+
+static gboolean
+run_case (CbT3State *s, Case *c, CbT3GoldenReport *rep)
+{
+  /* inputs */
+  const int64_t Lt = dim (c, "input.text_ids", 1), P = dim (c, "input.cond_prompt_speech_tokens", 1);
+  const int64_t n = dim (c, "step.tokens", 0), nd = dim (c, "decode.input_embeds", 0);
+  const int64_t S = dim (c, "input.speaker_emb", 1), K = dim (c, "step.topk_ids", 1);
+  const int64_t V = dim (c, "prefill.logits", 1), H = dim (c, "cond.embeds", 1);
+  const int64_t C = dim (c, "cond.embeds", 0);
+  int64_t sh[3] = { 2, Lt };
+  const int64_t *text = i64 (c, "input.text_ids", 2, sh, NULL);
+  sh[0] = 1, sh[1] = P;
+  const int64_t *prompt64 = i64 (c, "input.cond_prompt_speech_tokens", 2, sh, NULL);
+  sh[1] = S;
+  const float *speaker = f32 (c, "input.speaker_emb", 2, sh);
+  sh[1] = 1, sh[2] = 1;
+  const float *emotion = f32 (c, "input.emotion_adv", 3, sh);
+  const char *cfgw = c->ok ? cb_safetensors_metadata (c->st, "cfg_weight") : NULL;
+  if (c->ok && (!cfgw || Lt < 2 || n < 1 || nd > n || K > 64 || nd < n - 1)) {
+    g_set_error (c->error, CB_ERROR, CB_ERROR_FORMAT, "%s: not a T3 golden case (metadata "
+                 "cfg_weight, text length %" G_GINT64_FORMAT ", %" G_GINT64_FORMAT " steps)",
+                 cb_safetensors_path (c->st), Lt, n);
+    c->ok = FALSE;
+  }
+  if (!c->ok)
+    return FALSE;
+
+  int32_t *ids = g_new (int32_t, Lt), *prompt = g_new (int32_t, MAX (P, 1));
+  for (int64_t i = 0; i < Lt; i++)
+    ids[i] = (int32_t) CLAMP (text[i], -1, G_MAXINT32);
+  for (int64_t i = 0; i < P; i++)
+    prompt[i] = (int32_t) CLAMP (prompt64[i], -1, G_MAXINT32);
+  CbConds voice = { 0 };
+  voice.speaker_emb = (float *) speaker;
+  voice.speaker_embed_size = (int) S;
+  voice.cond_prompt_tokens = prompt;
+  voice.n_cond_prompt_tokens = (int) P;
+  CbT3Params params = { (float) g_ascii_strtod (cfgw, NULL), emotion[0] };
+  gboolean ok = cb_t3_begin (s, ids, (int) Lt, &voice, &params, c->error);
+  g_free (ids);
+  g_free (prompt);
+  if (!ok)
+    return FALSE;
+
+  /* golden tensors */
+  const int rows = cb_t3_n_rows (s);
+  int cond_len = 0;
+  const float *cond = cb_t3_cond_embeds (s, &cond_len);
+  const int64_t L = C + Lt + 2;
+  rep->text_len = (int) Lt, rep->cond_len = cond_len, rep->steps = (int) n;
+  rep->decode_forwards = (int) nd, rep->n_rows = rows;
+  sh[0] = C, sh[1] = H;
+  const float *g_cond = f32 (c, "cond.embeds", 2, sh);
+  sh[0] = 2, sh[1] = L, sh[2] = H;
+  const float *g_embeds = f32 (c, "prefill.input_embeds", 3, sh);
+  sh[0] = 2, sh[1] = V;
+  const float *g_logits = f32 (c, "prefill.logits", 2, sh);
+  sh[0] = nd, sh[1] = H;
+  const float *g_dec = f32 (c, "decode.input_embeds", 2, sh);
+  const int64_t *tokens = i64 (c, "step.tokens", 1, &n, NULL);
+  sh[0] = n, sh[1] = K;
+  const int64_t *topk = i64 (c, "step.topk_ids", 2, sh, NULL);
+  const float *g_step[2][3] = {
+    { f32 (c, "step.cond_topk", 2, sh), f32 (c, "step.cond_at_token", 1, &n),
+      f32 (c, "step.cond_at_eos", 1, &n) },
+    { f32 (c, "step.uncond_topk", 2, sh), f32 (c, "step.uncond_at_token", 1, &n),
+      f32 (c, "step.uncond_at_eos", 1, &n) },
+  };
+  /* full rows (not in every case) */
+  guint64 F = 0, Fa = 0;
+  const gboolean have_full = c->ok && cb_safetensors_find (c->st, "full.steps") != NULL;
+  const int64_t *full_steps = have_full ? i64 (c, "full.steps", 1, NULL, &F) : NULL;
+  sh[0] = F, sh[1] = 2, sh[2] = V;
+  const float *g_full = have_full ? f32 (c, "full.logits", 3, sh) : NULL;
+  sh[0] = 3, sh[1] = nd, sh[2] = Lt;
+  const float *g_attn_text = f32 (c, "attn.decode_text", 3, sh);
+  const int64_t *full_index = i64 (c, "attn.decode_full_index", 1, NULL, &Fa);
+  sh[0] = 3, sh[1] = Fa, sh[2] = L + nd;
+  const float *g_attn_full = f32 (c, "attn.decode_full", 3, sh);
+  const gboolean whole = c->ok && cb_safetensors_find (c->st, "attn.prefill") != NULL;
+  sh[0] = 3, sh[1] = whole ? L : 2, sh[2] = L;
+  const float *g_attn_prefill = f32 (c, whole ? "attn.prefill" : "attn.prefill_rows", 3, sh);
+  const CbConfig *cfg = cb_t3_state_config (s);
+  if (c->ok && (cond_len != C || V != cfg->t3.speech_tokens_dict_size
+                || H != cfg->llama.hidden_size)) {
+    g_set_error (c->error, CB_ERROR, CB_ERROR_MISMATCH,
+                 "%s: case made for another model (cond %" G_GINT64_FORMAT " × %" G_GINT64_FORMAT
+                 ", vocab %" G_GINT64_FORMAT "; ours cond %d × %d, vocab %d)",
+                 cb_safetensors_path (c->st), C, H, V, cond_len, cfg->llama.hidden_size,
+                 cfg->t3.speech_tokens_dict_size);
+    c->ok = FALSE;
+  }
+  if (!c->ok)
+    return FALSE;
+
+  /* prefill: cond embeddings, backbone input of every row, logits, the guard's two BOS rows */
+  int T = 0;
+  rep->cond_embeds = rel_err (cond, 1, g_cond, 1, (gsize) C * H);
+  rep->prefill_embeds = rep->prefill_logits = 0;
+  for (int r = 0; r < rows; r++) {
+    const float *ours = cb_t3_input_embeds (s, r, &T);
+    const float *ref = g_embeds + (gsize) r * L * H;
+    rep->prefill_embeds = fmax (rep->prefill_embeds, rel_err (cond, 1, ref, 1, (gsize) C * H));
+    rep->prefill_embeds = fmax (rep->prefill_embeds,
+                                rel_err (ours, 1, ref + (gsize) C * H, 1, (gsize) T * H));
+    rep->prefill_logits = fmax (rep->prefill_logits,
+                                rel_err (cb_t3_logits (s, r), 1, g_logits + (gsize) r * V, 1, V));
+  }
+  rep->attn = 0;
+  for (int g = 0; g < 3; g++)
+    for (int j = 0; j < 2; j++) {
+      const float *ours = cb_t3_guard_attn (s, g, j);
+      const float *ref = g_attn_prefill + ((gsize) g * (whole ? L : 2) + (whole ? L - 2 : 0) + j) * L;
+      rep->attn = fmax (rep->attn, ours ? rel_err (ours, 1, ref, 1, L) : INFINITY);
+    }
+
+  /* steps: logits of step i come from the prefill (i = 0) or from decode forward i − 1, which
+   * fed token i − 1; a run that did not end by EOS made one more decode forward (nd = n) whose
+   * logits are not recorded */
+  const int eos = cfg->t3.stop_speech_token;
+  rep->step_logits = 0;
+  rep->decode_embeds = 0;
+  guint next_full = 0, next_attn_full = 0;
+  for (int64_t i = 0; i <= n && c->ok; i++) {
+    if (i > 0 && i - 1 < nd) {
+      const int64_t j = i - 1;
+      if (!cb_t3_forward_step (s, (int32_t) CLAMP (tokens[j], -1, G_MAXINT32), c->error)) {
+        c->ok = FALSE;
+        break;
+      }
+      rep->decode_embeds = fmax (rep->decode_embeds,
+                                 rel_err (cb_t3_input_embeds (s, 0, NULL), 1,
+                                          g_dec + (gsize) j * H, 1, H));
+      const gboolean full_row = next_attn_full < Fa && full_index[next_attn_full] == j;
+      for (int g = 0; g < 3; g++) {
+        const float *ours = cb_t3_guard_attn (s, g, 0);
+        rep->attn = fmax (rep->attn, rel_err (ours + C, 1,
+                                              g_attn_text + ((gsize) g * nd + j) * Lt, 1, Lt));
+        if (full_row)
+          rep->attn = fmax (rep->attn,
+                            rel_err (ours, 1, g_attn_full + ((gsize) g * Fa + next_attn_full)
+                                     * (L + nd), 1, L + j + 1));
+      }
+      next_attn_full += full_row;
+    }
+    if (i == n)
+      break;
+    rep->step_logits = fmax (rep->step_logits,
+                             step_error (s, topk, (int) K, g_step, (int) i,
+                                         (int) CLAMP (tokens[i], 0, V - 1), eos));
+    if (next_full < F && full_steps[next_full] == i) {
+      for (int r = 0; r < 2; r++)
+        rep->step_logits = fmax (rep->step_logits,
+                                 rel_err (cb_t3_logits (s, MIN (r, rows - 1)), 1,
+                                          g_full + ((gsize) next_full * 2 + r) * V, 1, V));
+      next_full++;
+    }
+  }
+  if (c->ok && (next_full != F || next_attn_full != Fa)) {
+    g_set_error (c->error, CB_ERROR, CB_ERROR_FORMAT,
+                 "%s: full.steps or attn.decode_full_index not increasing within the run",
+                 cb_safetensors_path (c->st));
+    c->ok = FALSE;
+  }
+  return c->ok;
+}
+
+gboolean
+cb_t3_golden_run_case (CbT3State *s, const char *path, CbT3GoldenReport *report, GError **error)
+{
+  memset (report, 0, sizeof *report);
+  report->cond_embeds = report->prefill_embeds = report->prefill_logits = INFINITY;
+  report->step_logits = report->decode_embeds = report->attn = INFINITY;
+  CbSafetensors *st = cb_safetensors_open (path, error);
+  if (!st)
+    return FALSE;
+  Case c = { st, g_ptr_array_new_with_free_func (g_free), error, TRUE };
+  gboolean ok = run_case (s, &c, report);
+  g_ptr_array_unref (c.owned);
+  cb_safetensors_free (st);
+  return ok;
+}

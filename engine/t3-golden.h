@@ -1,0 +1,34 @@
+/* t3-golden.h — run T3 teacher-forced on one of upstream's recorded cases
+ * (tests/data/golden/t3/<case>.safetensors, tests/reference/golden/README-t3.md) and measure how
+ * far our forward pass is from upstream's. Shared by the test suite and
+ * `chatterbox-cli --check-golden`, so both judge by the same code. */
+#pragma once
+
+#include "t3.h"
+
+G_BEGIN_DECLS
+
+/* Relative max errors max|ours − ref| / max|ref|, each the worst over what it covers. */
+typedef struct {
+  int    text_len, cond_len, steps, decode_forwards, n_rows;
+  double cond_embeds;     /* cond.embeds (C, H) */
+  double prefill_embeds;  /* prefill.input_embeds, every row computed */
+  double prefill_logits;  /* prefill.logits, every row computed */
+  double step_logits;     /* every later step: cond/uncond values at the top-K ids, the sampled
+                           * token and EOS (per step), and the full rows in full.logits */
+  double decode_embeds;   /* decode.input_embeds */
+  double attn;            /* guard-head rows: the two BOS rows of the prefill, every decode row
+                           * (text columns) and the full rows of attn.decode_full */
+} CbT3GoldenReport;
+
+/* The largest of the report's errors. */
+double   cb_t3_golden_report_max (const CbT3GoldenReport *r);
+
+/* Runs the case in `path` on a fresh utterance of `s` (sized for it: see README-t3; 300 steps
+ * and the longest text). FALSE with a CB_ERROR naming the file and tensor when the file is not a
+ * well-formed case or the state is too small; the errors are in `report` either way as far as
+ * they were measured. */
+gboolean cb_t3_golden_run_case (CbT3State *s, const char *path, CbT3GoldenReport *report,
+                                GError **error);
+
+G_END_DECLS
