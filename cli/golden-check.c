@@ -11,6 +11,7 @@
 #include "chatterbox.h"
 #include "cli-model.h"
 #include "safetensors.h"
+#include "t3-golden.h"
 #include "text.h"
 #include "tokenizer.h"
 
@@ -24,11 +25,15 @@ typedef struct {
   CbConfig        cfg;
   CbTokenizer    *tok;       /* NULL when it could not be loaded; `tok_error` says why */
   char           *tok_error;
+  CbSafetensors  *t3_file;   /* built at the first t3 case */
+  CbT3           *t3;        /* NULL when it could not be built; `t3_error` says why */
+  char           *t3_error;
 } Golden;
 
 typedef void (*CaseCheck) (Golden *g, const char *stage, const char *name, const char *path);
 
 static void check_text_case (Golden *g, const char *stage, const char *name, const char *path);
+static void check_t3_case (Golden *g, const char *stage, const char *name, const char *path);
 
 /* Stages the harness writes, in pipeline order: the C check, or the issue that will bring it. */
 static const struct {
@@ -38,7 +43,7 @@ static const struct {
 } known_stages[] = {
   { "text", check_text_case, NULL },
   { "voice", NULL, "voice cloning: VE, S3 tokenizer, CAMPPlus; no issue filed yet" },
-  { "t3", NULL, "issue 4" },
+  { "t3", check_t3_case, NULL },
   { "t3_guard", NULL, "issue 4" },
   { "s3gen", NULL, "issue 5" },
   { "hift", NULL, "issue 5" },
@@ -238,6 +243,53 @@ done:
   cb_safetensors_free (st);
 }
 
+/* ---- stage "t3": the forward pass, teacher-forced with upstream's tokens ---- */
+
+static CbT3 *
+golden_t3 (Golden *g, GError **error)
+{
+  if (!g->t3 && !g->t3_error) {
+    char *path = g_build_filename (g->model_dir, "t3_cfg.safetensors", NULL);
+    GError *err = NULL;
+    g->t3_file = cb_safetensors_open (path, &err);
+    if (g->t3_file)
+      g->t3 = cb_t3_new (&g->cfg, g->t3_file, NULL, &err);
+    if (!g->t3)
+      g->t3_error = g_strdup (err->message);
+    g_clear_error (&err);
+    g_free (path);
+  }
+  if (!g->t3)
+    g_set_error (error, CB_ERROR, CB_ERROR_NOT_FOUND, "no T3: %s", g->t3_error);
+  return g->t3;
+}
+
+/* Model cases: conditioning, input embeddings, logits of both CFG rows at every step and the
+ * guard heads' attention rows (cb_t3_golden_run_case). Sampling (processors, draws, tokens) and
+ * the post-processing cases (files without prefill logits) are not checked here yet. */
+static void
+check_t3_case (Golden *g, const char *stage, const char *name, const char *path)
+{
+  if (!cb_t3_golden_is_model_case (path)) {
+    not_implemented (g, stage, name, "issue 4");
+    return;
+  }
+  const double tol = 1e-5;
+  GError *err = NULL;
+  CbT3GoldenReport r;
+  CbT3 *t3 = golden_t3 (g, &err);
+  if (!t3 || !cb_t3_golden_run_case (t3, NULL, path, &r, &err)) {
+    verdict (g, stage, name, FALSE, "%s", err->message);
+    g_clear_error (&err);
+    return;
+  }
+  double worst = cb_t3_golden_report_max (&r);
+  verdict (g, stage, name, worst <= tol,
+           "forward, teacher-forced %d steps: rel max err %.2e (cond %.1e, logits %.1e/%.1e, "
+           "guard attn %.1e; tolerance %.0e); sampling not checked yet", r.steps, worst,
+           r.cond_embeds, r.prefill_logits, r.step_logits, r.attn, tol);
+}
+
 /* ---- the model directory ---- */
 
 static void
@@ -374,6 +426,9 @@ cli_check_golden (const char *dir, int threads, FILE *out, CliGoldenTally *tally
   g_ptr_array_unref (stages);
   cb_tokenizer_free (g.tok);
   g_free (g.tok_error);
+  cb_t3_free (g.t3);
+  cb_safetensors_free (g.t3_file);
+  g_free (g.t3_error);
   g_free (g.model_dir);
   return TRUE;
 }

@@ -274,7 +274,30 @@ run_case (CbT3State *s, Case *c, CbT3GoldenReport *rep)
 }
 
 gboolean
-cb_t3_golden_run_case (CbT3State *s, const char *path, CbT3GoldenReport *report, GError **error)
+cb_t3_golden_is_model_case (const char *path)
+{
+  CbSafetensors *st = cb_safetensors_open (path, NULL);
+  gboolean yes = st && cb_safetensors_find (st, "prefill.logits") != NULL;
+  cb_safetensors_free (st);
+  return yes;
+}
+
+/* A state for the case's text length and steps. */
+static CbT3State *
+state_for_case (CbT3 *t3, const CbSafetensors *st, GError **error)
+{
+  const CbTensorInfo *text = cb_safetensors_get (st, "input.text_ids", CB_DTYPE_I64, 2, NULL, error);
+  const CbTensorInfo *tokens = text ? cb_safetensors_get (st, "step.tokens", CB_DTYPE_I64, 1, NULL,
+                                                          error) : NULL;
+  if (!tokens)
+    return NULL;
+  return cb_t3_state_new (t3, (int) MIN (text->shape[1], G_MAXINT / 2),
+                          (int) MIN (tokens->shape[0], G_MAXINT / 2), error);
+}
+
+gboolean
+cb_t3_golden_run_case (CbT3 *t3, CbT3State *s, const char *path, CbT3GoldenReport *report,
+                       GError **error)
 {
   memset (report, 0, sizeof *report);
   report->cond_embeds = report->prefill_embeds = report->prefill_logits = INFINITY;
@@ -282,9 +305,14 @@ cb_t3_golden_run_case (CbT3State *s, const char *path, CbT3GoldenReport *report,
   CbSafetensors *st = cb_safetensors_open (path, error);
   if (!st)
     return FALSE;
-  Case c = { st, g_ptr_array_new_with_free_func (g_free), error, TRUE };
-  gboolean ok = run_case (s, &c, report);
-  g_ptr_array_unref (c.owned);
+  CbT3State *own = s ? NULL : state_for_case (t3, st, error);
+  gboolean ok = FALSE;
+  if (s || own) {
+    Case c = { st, g_ptr_array_new_with_free_func (g_free), error, TRUE };
+    ok = run_case (s ? s : own, &c, report);
+    g_ptr_array_unref (c.owned);
+  }
+  cb_t3_state_free (own);
   cb_safetensors_free (st);
   return ok;
 }

@@ -24,11 +24,14 @@ typedef struct {
 /* The largest of the report's errors. */
 double   cb_t3_golden_report_max (const CbT3GoldenReport *r);
 
-/* Runs the case in `path` on a fresh utterance of `s` (sized for it: see README-t3; 300 steps
- * and the longest text). FALSE with a CB_ERROR naming the file and tensor when the file is not a
- * well-formed case or the state is too small; the errors are in `report` either way as far as
- * they were measured. */
-gboolean cb_t3_golden_run_case (CbT3State *s, const char *path, CbT3GoldenReport *report,
-                                GError **error);
+/* Whether the file at `path` is a model case (it has prefill logits), not a post-processing one. */
+gboolean cb_t3_golden_is_model_case (const char *path);
+
+/* Runs the case in `path` as a new utterance of `s`, or of a state made for the case when `s` is
+ * NULL. FALSE with a CB_ERROR naming the file and tensor when the file is not a well-formed case
+ * or the state is too small; the errors are in `report` as far as they were measured (the rest
+ * are infinite). */
+gboolean cb_t3_golden_run_case (CbT3 *t3, CbT3State *s, const char *path,
+                                CbT3GoldenReport *report, GError **error);
 
 G_END_DECLS

@@ -64,10 +64,8 @@ START_TEST (test_golden_case)
   char *rel = g_strdup_printf ("t3/%s.safetensors", name);
   char *path = golden_path (rel);
   GError *err = NULL;
-  CbT3State *s = cb_t3_state_new (t3, MAX_TEXT, MAX_STEPS, &err);
-  ck_assert_msg (s != NULL, "%s", err ? err->message : "");
   CbT3GoldenReport r;
-  gboolean ok = cb_t3_golden_run_case (s, path, &r, &err);
+  gboolean ok = cb_t3_golden_run_case (t3, NULL, path, &r, &err);
   ck_assert_msg (ok, "%s: %s", name, err ? err->message : "");
   printf ("t3 %-26s Lt %3d steps %3d rows %d: rel max err cond %.2e prefill-embeds %.2e "
           "prefill-logits %.2e step-logits %.2e decode-embeds %.2e attn %.2e (tol %.0e)\n",
@@ -76,7 +74,6 @@ START_TEST (test_golden_case)
   ck_assert_msg (cb_t3_golden_report_max (&r) <= TOLERANCE, "%s: max rel err %.3e > %.0e", name,
                  cb_t3_golden_report_max (&r), TOLERANCE);
   ck_assert_int_eq (r.n_rows, strcmp (name, "cfg0") == 0 ? 1 : 2);
-  cb_t3_state_free (s);
   g_free (path);
   g_free (rel);
 }
@@ -95,12 +92,33 @@ START_TEST (test_golden_detects_difference)
   CbT3State *s = cb_t3_state_new (other, MAX_TEXT, MAX_STEPS, &err);
   char *path = golden_path ("t3/one_token.safetensors");
   CbT3GoldenReport r;
-  ck_assert (cb_t3_golden_run_case (s, path, &r, &err));
+  ck_assert (cb_t3_golden_run_case (other, s, path, &r, &err));
   ck_assert_msg (r.attn > 1e-2, "attention of another head matched: %.3e", r.attn);
   ck_assert (r.prefill_logits <= TOLERANCE);
   g_free (path);
   cb_t3_state_free (s);
   cb_t3_free (other);
+}
+END_TEST
+
+/* Every case one after another on one state (voices, exaggerations, CFG on and off, lengths
+ * changing between utterances): each as exact as on a fresh state. */
+START_TEST (test_golden_cases_on_one_state)
+{
+  GError *err = NULL;
+  CbT3State *s = cb_t3_state_new (t3, MAX_TEXT, MAX_STEPS, &err);
+  ck_assert_msg (s != NULL, "%s", err ? err->message : "");
+  for (guint i = 0; i < G_N_ELEMENTS (cases); i++) {
+    char *rel = g_strdup_printf ("t3/%s.safetensors", cases[G_N_ELEMENTS (cases) - 1 - i]);
+    char *path = golden_path (rel);
+    CbT3GoldenReport r;
+    ck_assert_msg (cb_t3_golden_run_case (t3, s, path, &r, &err), "%s", err ? err->message : "");
+    ck_assert_msg (cb_t3_golden_report_max (&r) <= TOLERANCE, "%s after other utterances: %.3e",
+                   rel, cb_t3_golden_report_max (&r));
+    g_free (path);
+    g_free (rel);
+  }
+  cb_t3_state_free (s);
 }
 END_TEST
 
@@ -209,6 +227,7 @@ t3_suite (void)
   tcase_set_timeout (tc, 600);
   tcase_add_loop_test (tc, test_golden_case, 0, G_N_ELEMENTS (cases));
   tcase_add_test (tc, test_golden_detects_difference);
+  tcase_add_test (tc, test_golden_cases_on_one_state);
   tcase_add_test (tc, test_no_state_leak);
   tcase_add_test (tc, test_bad_input);
   suite_add_tcase (su, tc);
