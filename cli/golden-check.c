@@ -265,8 +265,10 @@ golden_t3 (Golden *g, GError **error)
 }
 
 /* Model cases: conditioning, input embeddings, logits of both CFG rows at every step and the
- * guard heads' attention rows (cb_t3_golden_run_case). Sampling (processors, draws, tokens) and
- * the post-processing cases (files without prefill logits) are not checked here yet. */
+ * guard heads' attention rows, teacher-forced (cb_t3_golden_run_case); then the whole decoding
+ * loop with upstream's recorded draws, which must give upstream's tokens
+ * (cb_t3_golden_sample_case). The post-processing cases (files without prefill logits) are not
+ * checked here yet. */
 static void
 check_t3_case (Golden *g, const char *stage, const char *name, const char *path)
 {
@@ -277,17 +279,23 @@ check_t3_case (Golden *g, const char *stage, const char *name, const char *path)
   const double tol = 1e-5;
   GError *err = NULL;
   CbT3GoldenReport r;
+  CbT3GoldenSampling smp;
   CbT3 *t3 = golden_t3 (g, &err);
-  if (!t3 || !cb_t3_golden_run_case (t3, NULL, path, &r, &err)) {
+  if (!t3 || !cb_t3_golden_run_case (t3, NULL, path, &r, &err)
+      || !cb_t3_golden_sample_case (t3, path, &smp, &err)) {
     verdict (g, stage, name, FALSE, "%s", err->message);
     g_clear_error (&err);
     return;
   }
   double worst = cb_t3_golden_report_max (&r);
-  verdict (g, stage, name, worst <= tol,
-           "forward, teacher-forced %d steps: rel max err %.2e (cond %.1e, logits %.1e/%.1e, "
-           "guard attn %.1e; tolerance %.0e); sampling not checked yet", r.steps, worst,
-           r.cond_embeds, r.prefill_logits, r.step_logits, r.attn, tol);
+  gboolean tokens_ok = smp.n_equal == smp.n_comparable && smp.ended_as_upstream;
+  verdict (g, stage, name, worst <= tol && tokens_ok,
+           "forward (teacher-forced, %d steps) rel max err %.2e (cond %.1e, logits %.1e/%.1e, "
+           "guard attn %.1e; tolerance %.0e); sampling with upstream's draws: %d/%d tokens equal%s%s",
+           r.steps, worst, r.cond_embeds, r.prefill_logits, r.step_logits, r.attn, tol,
+           smp.n_equal, smp.n_comparable,
+           smp.n_comparable < smp.n_tokens ? " (before the first EOS-less redraw)" : "",
+           smp.ended_as_upstream ? "" : ", ended elsewhere");
 }
 
 /* ---- the model directory ---- */

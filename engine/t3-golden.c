@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "safetensors.h"
+#include "t3-decode.h"
 
 /* A golden case being read. */
 typedef struct {
@@ -106,48 +107,90 @@ step_error (const CbT3State *s, const int64_t *topk_ids, int K, const float *con
   return worst;
 }
 
-static gboolean
-run_case (CbT3State *s, Case *c, CbT3GoldenReport *rep)
+/* What T3.inference was given: text ids, the voice, the settings in the metadata. */
+typedef struct {
+  int64_t  Lt, P, S;
+  int32_t *ids, *prompt;   /* (Lt), (P): in c->owned */
+  CbConds  voice;          /* T3 part only, pointing into the case */
+  double   exaggeration;
+} Inputs;
+
+/* A numeric metadata value; FALSE (error set) when absent or not a number. */
+static double
+meta (Case *c, const char *key)
 {
-  /* inputs */
-  const int64_t Lt = dim (c, "input.text_ids", 1), P = dim (c, "input.cond_prompt_speech_tokens", 1);
-  const int64_t n = dim (c, "step.tokens", 0), nd = dim (c, "decode.input_embeds", 0);
-  const int64_t S = dim (c, "input.speaker_emb", 1), K = dim (c, "step.topk_ids", 1);
-  const int64_t V = dim (c, "prefill.logits", 1), H = dim (c, "cond.embeds", 1);
-  const int64_t C = dim (c, "cond.embeds", 0);
-  int64_t sh[3] = { 2, Lt };
+  const char *v = c->ok ? cb_safetensors_metadata (c->st, key) : NULL;
+  char *end = NULL;
+  double x = v ? g_ascii_strtod (v, &end) : NAN;
+  if (c->ok && (!v || end == v || !isfinite (x))) {
+    g_set_error (c->error, CB_ERROR, CB_ERROR_FORMAT, "%s: metadata '%s' missing or not a number",
+                 cb_safetensors_path (c->st), key);
+    c->ok = FALSE;
+  }
+  return x;
+}
+
+static int32_t *
+ids32 (Case *c, const int64_t *v, int64_t n)
+{
+  int32_t *out = g_new (int32_t, MAX (n, 1));
+  g_ptr_array_add (c->owned, out);
+  for (int64_t i = 0; i < n; i++)
+    out[i] = (int32_t) CLAMP (v[i], -1, G_MAXINT32);
+  return out;
+}
+
+static gboolean
+read_inputs (Case *c, Inputs *in)
+{
+  in->Lt = dim (c, "input.text_ids", 1);
+  in->P = dim (c, "input.cond_prompt_speech_tokens", 1);
+  in->S = dim (c, "input.speaker_emb", 1);
+  int64_t sh[3] = { 2, in->Lt };
   const int64_t *text = i64 (c, "input.text_ids", 2, sh, NULL);
-  sh[0] = 1, sh[1] = P;
-  const int64_t *prompt64 = i64 (c, "input.cond_prompt_speech_tokens", 2, sh, NULL);
-  sh[1] = S;
+  sh[0] = 1, sh[1] = in->P;
+  const int64_t *prompt = i64 (c, "input.cond_prompt_speech_tokens", 2, sh, NULL);
+  sh[1] = in->S;
   const float *speaker = f32 (c, "input.speaker_emb", 2, sh);
   sh[1] = 1, sh[2] = 1;
   const float *emotion = f32 (c, "input.emotion_adv", 3, sh);
-  const char *cfgw = c->ok ? cb_safetensors_metadata (c->st, "cfg_weight") : NULL;
-  if (c->ok && (!cfgw || Lt < 2 || n < 1 || nd > n || K > 64 || nd < n - 1)) {
-    g_set_error (c->error, CB_ERROR, CB_ERROR_FORMAT, "%s: not a T3 golden case (metadata "
-                 "cfg_weight, text length %" G_GINT64_FORMAT ", %" G_GINT64_FORMAT " steps)",
-                 cb_safetensors_path (c->st), Lt, n);
+  if (!c->ok)
+    return FALSE;
+  in->ids = ids32 (c, text, in->Lt);
+  in->prompt = ids32 (c, prompt, in->P);
+  memset (&in->voice, 0, sizeof in->voice);
+  in->voice.speaker_emb = (float *) speaker;
+  in->voice.speaker_embed_size = (int) in->S;
+  in->voice.cond_prompt_tokens = in->prompt;
+  in->voice.n_cond_prompt_tokens = (int) in->P;
+  in->exaggeration = emotion[0];
+  return TRUE;
+}
+
+static gboolean
+run_case (CbT3State *s, Case *c, CbT3GoldenReport *rep)
+{
+  Inputs in;
+  const double cfg_weight = meta (c, "cfg_weight");
+  if (!read_inputs (c, &in))
+    return FALSE;
+  const int64_t Lt = in.Lt;
+  const int64_t n = dim (c, "step.tokens", 0), nd = dim (c, "decode.input_embeds", 0);
+  const int64_t K = dim (c, "step.topk_ids", 1);
+  const int64_t V = dim (c, "prefill.logits", 1), H = dim (c, "cond.embeds", 1);
+  const int64_t C = dim (c, "cond.embeds", 0);
+  int64_t sh[3];
+  if (c->ok && (Lt < 2 || n < 1 || nd > n || K > 64 || nd < n - 1)) {
+    g_set_error (c->error, CB_ERROR, CB_ERROR_FORMAT, "%s: not a T3 golden case (text length %"
+                 G_GINT64_FORMAT ", %" G_GINT64_FORMAT " steps, %" G_GINT64_FORMAT
+                 " decode forwards, top-%" G_GINT64_FORMAT ")",
+                 cb_safetensors_path (c->st), Lt, n, nd, K);
     c->ok = FALSE;
   }
   if (!c->ok)
     return FALSE;
-
-  int32_t *ids = g_new (int32_t, Lt), *prompt = g_new (int32_t, MAX (P, 1));
-  for (int64_t i = 0; i < Lt; i++)
-    ids[i] = (int32_t) CLAMP (text[i], -1, G_MAXINT32);
-  for (int64_t i = 0; i < P; i++)
-    prompt[i] = (int32_t) CLAMP (prompt64[i], -1, G_MAXINT32);
-  CbConds voice = { 0 };
-  voice.speaker_emb = (float *) speaker;
-  voice.speaker_embed_size = (int) S;
-  voice.cond_prompt_tokens = prompt;
-  voice.n_cond_prompt_tokens = (int) P;
-  CbT3Params params = { (float) g_ascii_strtod (cfgw, NULL), emotion[0] };
-  gboolean ok = cb_t3_begin (s, ids, (int) Lt, &voice, &params, c->error);
-  g_free (ids);
-  g_free (prompt);
-  if (!ok)
+  CbT3Params params = { (float) cfg_weight, (float) in.exaggeration };
+  if (!cb_t3_begin (s, in.ids, (int) Lt, &in.voice, &params, c->error))
     return FALSE;
 
   /* golden tensors */
@@ -313,6 +356,78 @@ cb_t3_golden_run_case (CbT3 *t3, CbT3State *s, const char *path, CbT3GoldenRepor
     g_ptr_array_unref (c.owned);
   }
   cb_t3_state_free (own);
+  cb_safetensors_free (st);
+  return ok;
+}
+
+/* ---- sampling: the whole decoding loop with upstream's recorded draws ---- */
+
+static gboolean
+sample_case (CbT3 *t3, Case *c, CbT3GoldenSampling *out)
+{
+  Inputs in;
+  CbT3SampleParams p = cb_t3_sample_params_default ();
+  p.cfg_weight = meta (c, "cfg_weight");
+  p.temperature = meta (c, "temperature");
+  p.repetition_penalty = meta (c, "repetition_penalty");
+  p.min_p = meta (c, "min_p");
+  p.top_p = meta (c, "top_p");
+  const double max_new = meta (c, "max_new_tokens");
+  if (!read_inputs (c, &in))
+    return FALSE;
+  guint64 n = 0;
+  const int64_t *tokens = i64 (c, "out.t3_tokens", 1, NULL, &n);
+  const int64_t nn = (int64_t) n;
+  const int64_t *redrawn = i64 (c, "step.redrawn_without_eos", 1, &nn, NULL);
+  const float *u = f32 (c, "step.u", 1, &nn);
+  if (c->ok && (n < 1 || !(max_new >= n && max_new <= 100000))) {
+    g_set_error (c->error, CB_ERROR, CB_ERROR_FORMAT, "%s: %" G_GUINT64_FORMAT " tokens, "
+                 "max_new_tokens %g", cb_safetensors_path (c->st), n, max_new);
+    c->ok = FALSE;
+  }
+  if (!c->ok)
+    return FALSE;
+  p.max_tokens = (int) max_new;
+  CbT3Decoder *d = cb_t3_decoder_new (t3, (int) in.Lt, p.max_tokens, c->error);
+  if (!d || !cb_t3_decoder_begin (d, in.ids, (int) in.Lt, &in.voice, in.exaggeration, &p,
+                                  c->error)) {
+    cb_t3_decoder_free (d);
+    return FALSE;
+  }
+  /* upstream's draws are reproducible up to the first one long300 redrew without EOS */
+  out->n_tokens = (int) n;
+  out->n_comparable = 0;
+  while (out->n_comparable < (int) n && !redrawn[out->n_comparable])
+    out->n_comparable++;
+  out->n_equal = 0;
+  out->ended_as_upstream = FALSE;
+  gboolean done = FALSE;
+  for (int i = 0; i < out->n_comparable && !done && c->ok; i++) {
+    gint32 token;
+    double ui = u[i];
+    if (!cb_t3_decoder_next (d, &ui, &token, &done, c->error))
+      c->ok = FALSE;
+    else if (token != tokens[i])
+      break;
+    else
+      out->n_equal++;
+  }
+  /* the run ends where upstream's did (EOS or max_new_tokens), not earlier, not later */
+  out->ended_as_upstream = out->n_comparable < (int) n || (done && out->n_equal == (int) n);
+  cb_t3_decoder_free (d);
+  return c->ok;
+}
+
+gboolean
+cb_t3_golden_sample_case (CbT3 *t3, const char *path, CbT3GoldenSampling *out, GError **error)
+{
+  memset (out, 0, sizeof *out);
+  CbSafetensors *st = cb_safetensors_open (path, error);
+  if (!st)
+    return FALSE;
+  Case c = { st, g_ptr_array_new_with_free_func (g_free), error, TRUE };
+  gboolean ok = sample_case (t3, &c, out);
+  g_ptr_array_unref (c.owned);
   cb_safetensors_free (st);
   return ok;
 }

@@ -34,4 +34,16 @@ gboolean cb_t3_golden_is_model_case (const char *path);
 gboolean cb_t3_golden_run_case (CbT3 *t3, CbT3State *s, const char *path,
                                 CbT3GoldenReport *report, GError **error);
 
+/* The whole decoding loop (t3-decode.h: CFG, processors, sampler; guard off as upstream English)
+ * with upstream's recorded draws step.u injected: the tokens must be upstream's out.t3_tokens. */
+typedef struct {
+  int      n_tokens;          /* upstream's tokens */
+  int      n_comparable;      /* before the first draw long300 redrew without EOS (else all) */
+  int      n_equal;           /* leading tokens equal to upstream's */
+  gboolean ended_as_upstream; /* stopped exactly after upstream's last token (when comparable) */
+} CbT3GoldenSampling;
+
+gboolean cb_t3_golden_sample_case (CbT3 *t3, const char *path, CbT3GoldenSampling *out,
+                                   GError **error);
+
 G_END_DECLS

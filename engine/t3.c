@@ -645,6 +645,18 @@ cb_t3_guard_attn_rows (const CbT3State *s)
   return s->guard_rows;
 }
 
+gsize
+cb_t3_guard_attn_stride (const CbT3State *s)
+{
+  return s->max_seq;
+}
+
+const CbT3Options *
+cb_t3_options (const CbT3 *t3)
+{
+  return &t3->opt;
+}
+
 guint
 cb_t3_state_cond_misses (const CbT3State *s)
 {

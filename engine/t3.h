@@ -126,6 +126,10 @@ int          cb_t3_n_positions (const CbT3State *s);
  * keys are 0. */
 const float *cb_t3_guard_attn (const CbT3State *s, int g, int row);
 int          cb_t3_guard_attn_rows (const CbT3State *s);
+/* Floats between consecutive rows of cb_t3_guard_attn (row 1 = row 0 + stride). */
+gsize        cb_t3_guard_attn_stride (const CbT3State *s);
+/* The guard heads the model captures (options order). */
+const CbT3Options *cb_t3_options (const CbT3 *t3);
 /* How many times this state's begin had to compute conditioning (cache misses), for tests. */
 guint        cb_t3_state_cond_misses (const CbT3State *s);
 

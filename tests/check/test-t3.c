@@ -71,9 +71,33 @@ START_TEST (test_golden_case)
           "prefill-logits %.2e step-logits %.2e decode-embeds %.2e attn %.2e (tol %.0e)\n",
           name, r.text_len, r.steps, r.n_rows, r.cond_embeds, r.prefill_embeds, r.prefill_logits,
           r.step_logits, r.decode_embeds, r.attn, TOLERANCE);
+  fflush (stdout);
   ck_assert_msg (cb_t3_golden_report_max (&r) <= TOLERANCE, "%s: max rel err %.3e > %.0e", name,
                  cb_t3_golden_report_max (&r), TOLERANCE);
   ck_assert_int_eq (r.n_rows, strcmp (name, "cfg0") == 0 ? 1 : 2);
+  g_free (path);
+  g_free (rel);
+}
+END_TEST
+
+/* The full loop — CFG, processors, sampler — with upstream's draws gives upstream's tokens and
+ * stops where upstream stopped. */
+START_TEST (test_golden_sampling)
+{
+  const char *name = cases[_i];
+  char *rel = g_strdup_printf ("t3/%s.safetensors", name);
+  char *path = golden_path (rel);
+  GError *err = NULL;
+  CbT3GoldenSampling r;
+  ck_assert_msg (cb_t3_golden_sample_case (t3, path, &r, &err), "%s: %s", name,
+                 err ? err->message : "");
+  printf ("t3 %-26s sampled with upstream's u: %d/%d tokens equal (%d upstream tokens), "
+          "ended as upstream: %s\n", name, r.n_equal, r.n_comparable, r.n_tokens,
+          r.ended_as_upstream ? "yes" : "no");
+  fflush (stdout);
+  ck_assert_int_eq (r.n_equal, r.n_comparable);
+  ck_assert (r.ended_as_upstream);
+  ck_assert_int_gt (r.n_comparable, 0);
   g_free (path);
   g_free (rel);
 }
@@ -226,6 +250,7 @@ t3_suite (void)
   tcase_add_unchecked_fixture (tc, setup, teardown);
   tcase_set_timeout (tc, 600);
   tcase_add_loop_test (tc, test_golden_case, 0, G_N_ELEMENTS (cases));
+  tcase_add_loop_test (tc, test_golden_sampling, 0, G_N_ELEMENTS (cases));
   tcase_add_test (tc, test_golden_detects_difference);
   tcase_add_test (tc, test_golden_cases_on_one_state);
   tcase_add_test (tc, test_no_state_leak);
