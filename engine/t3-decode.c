@@ -1,12 +1,15 @@
 /* t3-decode.c — one speech token per call: forward pass + CFG + guard + sampler (t3-decode.h). */
 #include "t3-decode.h"
 
+#include <string.h>
+
 struct CbT3Decoder {
   CbT3        *t3;
   CbT3State   *state;
   CbT3Sampler *sampler;
   CbT3Guard   *guard;
   float       *logits;       /* (V) the CFG-combined row the processors work on */
+  float       *guarded;      /* (V) the same after the guard, before the processors */
   int          vocab;
   int          max_tokens;
   gint32       last_token;   /* the previously sampled id (BOS first): the guard's next_token */
@@ -44,6 +47,7 @@ cb_t3_decoder_new (CbT3 *t3, int max_text_tokens, int max_tokens, GError **error
   if (!d->guard)
     goto fail;
   d->logits = g_new (float, d->vocab);
+  d->guarded = g_new (float, d->vocab);
   d->done = TRUE;
   return d;
 fail:
@@ -60,6 +64,7 @@ cb_t3_decoder_free (CbT3Decoder *d)
   cb_t3_sampler_free (d->sampler);
   cb_t3_state_free (d->state);
   g_free (d->logits);
+  g_free (d->guarded);
   g_free (d);
 }
 
@@ -88,6 +93,14 @@ gboolean
 cb_t3_decoder_next (CbT3Decoder *d, const double *u, gint32 *token, gboolean *done,
                     GError **error)
 {
+  return cb_t3_decoder_next_full (d, u, NULL, NULL, token, done, error);
+}
+
+gboolean
+cb_t3_decoder_next_full (CbT3Decoder *d, const double *u, const gint32 *forced,
+                         const CbT3StageDump *dump, gint32 *token, gboolean *done,
+                         GError **error)
+{
   if (d->done) {
     g_set_error (error, CB_ERROR, CB_ERROR_INVALID_ARGUMENT,
                  "T3 decoder: no utterance in progress (not begun, or already ended)");
@@ -105,8 +118,20 @@ cb_t3_decoder_next (CbT3Decoder *d, const double *u, gint32 *token, gboolean *do
     d->guard_flags = cb_t3_guard_step (d->guard, &rows, d->logits, d->vocab, d->last_token);
     d->guard_flags_all |= d->guard_flags;
   }
-  *token = u ? cb_t3_sampler_step_u (d->sampler, d->logits, *u, NULL)
-             : cb_t3_sampler_step (d->sampler, d->logits, NULL);
+  memcpy (d->guarded, d->logits, d->vocab * sizeof (float));
+  if (forced) {
+    if (*forced < 0 || *forced >= d->vocab) {
+      g_set_error (error, CB_ERROR, CB_ERROR_INVALID_ARGUMENT, "T3 decoder: forced token %d "
+                   "out of range", *forced);
+      return FALSE;
+    }
+    cb_t3_sampler_process (d->sampler, d->logits, dump);
+    cb_t3_sampler_accept (d->sampler, *forced);
+    *token = *forced;
+  } else {
+    *token = u ? cb_t3_sampler_step_u (d->sampler, d->logits, *u, dump)
+               : cb_t3_sampler_step (d->sampler, d->logits, dump);
+  }
   d->last_token = *token;
   d->done = cb_t3_sampler_finished (d->sampler);
   *done = d->done;
@@ -133,4 +158,16 @@ CbT3Sampler *
 cb_t3_decoder_sampler (CbT3Decoder *d)
 {
   return d->sampler;
+}
+
+CbT3Guard *
+cb_t3_decoder_guard (CbT3Decoder *d)
+{
+  return d->guard;
+}
+
+const float *
+cb_t3_decoder_guarded_logits (const CbT3Decoder *d)
+{
+  return d->guarded;
 }

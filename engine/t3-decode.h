@@ -32,6 +32,13 @@ gboolean cb_t3_decoder_begin (CbT3Decoder *d, const int32_t *text_ids, int n_tex
 gboolean cb_t3_decoder_next (CbT3Decoder *d, const double *u, gint32 *token, gboolean *done,
                              GError **error);
 
+/* The same with every option: `forced` non-NULL teacher-forces that token (the step is processed
+ * as usual, then the forced token is taken instead of a draw), `dump` (may be NULL) receives the
+ * processors' stage outputs. */
+gboolean cb_t3_decoder_next_full (CbT3Decoder *d, const double *u, const gint32 *forced,
+                                  const CbT3StageDump *dump, gint32 *token, gboolean *done,
+                                  GError **error);
+
 /* What the guard did at the last step (CbT3GuardFlags; 0 when it is off), and since begin
  * (all flags ORed). */
 guint    cb_t3_decoder_guard_flags (const CbT3Decoder *d, gboolean since_begin);
@@ -39,5 +46,8 @@ guint    cb_t3_decoder_guard_flags (const CbT3Decoder *d, gboolean since_begin);
 /* The pieces, for tests and dumps. */
 CbT3State   *cb_t3_decoder_state (CbT3Decoder *d);
 CbT3Sampler *cb_t3_decoder_sampler (CbT3Decoder *d);
+CbT3Guard   *cb_t3_decoder_guard (CbT3Decoder *d);
+/* The CFG-combined row of the last step after the guard, before the processors (V floats). */
+const float *cb_t3_decoder_guarded_logits (const CbT3Decoder *d);
 
 G_END_DECLS

@@ -431,3 +431,80 @@ cb_t3_golden_sample_case (CbT3 *t3, const char *path, CbT3GoldenSampling *out, G
   cb_safetensors_free (st);
   return ok;
 }
+
+/* ---- the alignment guard on our captured rows, teacher-forced ---- */
+
+static gboolean
+guard_case (CbT3 *t3, Case *c, CbT3GoldenGuard *out)
+{
+  Inputs in;
+  CbT3SampleParams p = cb_t3_sample_params_default ();
+  p.cfg_weight = meta (c, "cfg_weight");
+  p.temperature = meta (c, "temperature");
+  p.repetition_penalty = meta (c, "repetition_penalty");
+  p.min_p = meta (c, "min_p");
+  p.top_p = meta (c, "top_p");
+  p.alignment_guard = TRUE;
+  if (!read_inputs (c, &in))
+    return FALSE;
+  guint64 n = 0;
+  const int64_t *tokens = i64 (c, "step.tokens", 1, NULL, &n);
+  const int64_t nn = (int64_t) n;
+  const int64_t *position = i64 (c, "guard.text_position", 1, &nn, NULL);
+  const int64_t *started = i64 (c, "guard.started", 1, &nn, NULL);
+  const int64_t *complete = i64 (c, "guard.complete", 1, &nn, NULL);
+  const int64_t *suppressed = i64 (c, "guard.eos_suppressed", 1, &nn, NULL);
+  const int64_t *forced = i64 (c, "guard.forced_eos", 1, &nn, NULL);
+  const float *eos_logit = f32 (c, "guard.out_eos_logit", 1, &nn);
+  if (!c->ok)
+    return FALSE;
+  p.max_tokens = (int) MAX (n, 1);
+  CbT3Decoder *d = cb_t3_decoder_new (t3, (int) in.Lt, p.max_tokens, c->error);
+  if (!d || !cb_t3_decoder_begin (d, in.ids, (int) in.Lt, &in.voice, in.exaggeration, &p,
+                                  c->error)) {
+    cb_t3_decoder_free (d);
+    return FALSE;
+  }
+  const int eos = cb_t3_state_config (cb_t3_decoder_state (d))->t3.stop_speech_token;
+  out->steps = (int) n;
+  out->first_mismatch = -1;
+  gboolean done = FALSE;
+  for (guint64 i = 0; i < n && !done && c->ok; i++) {
+    gint32 token, want = (gint32) CLAMP (tokens[i], -1, G_MAXINT32);
+    if (!cb_t3_decoder_next_full (d, NULL, &want, NULL, &token, &done, c->error)) {
+      c->ok = FALSE;
+      break;
+    }
+    const CbT3GuardState *gs = cb_t3_guard_state (cb_t3_decoder_guard (d));
+    const guint flags = cb_t3_decoder_guard_flags (d, FALSE);
+    const float ours = cb_t3_decoder_guarded_logits (d)[eos];
+    const gboolean same =
+        gs->text_position == position[i] && !!gs->started == !!started[i]
+        && !!gs->complete == !!complete[i]
+        && !!(flags & CB_T3_GUARD_EOS_SUPPRESSED) == !!suppressed[i]
+        && !!(flags & CB_T3_GUARD_FORCED_EOS) == !!forced[i]
+        && fabs ((double) ours - eos_logit[i]) <= 1e-4 * fmax (1.0, fabs (eos_logit[i]));
+    out->n_suppressed += !!(flags & CB_T3_GUARD_EOS_SUPPRESSED);
+    out->n_forced += !!(flags & CB_T3_GUARD_FORCED_EOS);
+    if (same)
+      out->steps_equal++;
+    else if (out->first_mismatch < 0)
+      out->first_mismatch = (int) i;
+  }
+  cb_t3_decoder_free (d);
+  return c->ok;
+}
+
+gboolean
+cb_t3_golden_guard_case (CbT3 *t3, const char *path, CbT3GoldenGuard *out, GError **error)
+{
+  memset (out, 0, sizeof *out);
+  CbSafetensors *st = cb_safetensors_open (path, error);
+  if (!st)
+    return FALSE;
+  Case c = { st, g_ptr_array_new_with_free_func (g_free), error, TRUE };
+  gboolean ok = guard_case (t3, &c, out);
+  g_ptr_array_unref (c.owned);
+  cb_safetensors_free (st);
+  return ok;
+}

@@ -46,4 +46,17 @@ typedef struct {
 gboolean cb_t3_golden_sample_case (CbT3 *t3, const char *path, CbT3GoldenSampling *out,
                                    GError **error);
 
+/* The alignment guard switched on, fed by the attention rows our forward pass captures, teacher-
+ * forced with upstream's tokens, against upstream's analyzer run in shadow on the same case
+ * (guard.*): per step the text position, started, complete, EOS suppressed, EOS forced and the
+ * EOS logit after the guard. */
+typedef struct {
+  int steps, steps_equal;
+  int first_mismatch;        /* −1: none */
+  int n_suppressed, n_forced; /* steps where our guard suppressed / forced EOS */
+} CbT3GoldenGuard;
+
+gboolean cb_t3_golden_guard_case (CbT3 *t3, const char *path, CbT3GoldenGuard *out,
+                                  GError **error);
+
 G_END_DECLS

@@ -103,6 +103,26 @@ START_TEST (test_golden_sampling)
 }
 END_TEST
 
+/* The guard on our own captured attention rows decides as upstream's analyzer did in shadow. */
+START_TEST (test_golden_guard)
+{
+  const char *name = cases[_i];
+  char *rel = g_strdup_printf ("t3/%s.safetensors", name);
+  char *path = golden_path (rel);
+  GError *err = NULL;
+  CbT3GoldenGuard r;
+  ck_assert_msg (cb_t3_golden_guard_case (t3, path, &r, &err), "%s: %s", name,
+                 err ? err->message : "");
+  printf ("t3 %-26s guard on our rows: %d/%d steps as upstream (first difference %d), "
+          "EOS suppressed %d, forced %d\n", name, r.steps_equal, r.steps, r.first_mismatch,
+          r.n_suppressed, r.n_forced);
+  fflush (stdout);
+  ck_assert_int_eq (r.steps_equal, r.steps);
+  g_free (path);
+  g_free (rel);
+}
+END_TEST
+
 /* The comparison can fail: a state whose model has one perturbed weight is caught. */
 START_TEST (test_golden_detects_difference)
 {
@@ -251,6 +271,7 @@ t3_suite (void)
   tcase_set_timeout (tc, 600);
   tcase_add_loop_test (tc, test_golden_case, 0, G_N_ELEMENTS (cases));
   tcase_add_loop_test (tc, test_golden_sampling, 0, G_N_ELEMENTS (cases));
+  tcase_add_loop_test (tc, test_golden_guard, 0, G_N_ELEMENTS (cases));
   tcase_add_test (tc, test_golden_detects_difference);
   tcase_add_test (tc, test_golden_cases_on_one_state);
   tcase_add_test (tc, test_no_state_leak);
