@@ -114,7 +114,8 @@ gboolean cb_t3_guard_begin (CbT3Guard *g, int text_begin, int text_len, GError *
 const CbAttnCapture *cb_t3_guard_capture_for_layer (CbT3Guard *g, int layer);
 
 /* One step with rows given by the caller. At the first step (frame 0) the rows with query position
- * ≥ text_begin + text_len are read (the BOS rows of the prefill); later, every row given (one).
+ * ≥ text_begin + text_len are read (the BOS rows of the prefill); later, every row given (one);
+ * at most 8 rows per step (more is a programming error: g_return_val_if_fail, nothing done).
  * logits: the CFG-combined row of V values, modified as upstream does. last_token: the previously
  * sampled id (BOS at the first step). Returns CbT3GuardFlags. */
 guint cb_t3_guard_step (CbT3Guard *g, const CbT3GuardRows *rows, float *logits, int V,
