@@ -144,18 +144,22 @@ cb_t3_top_p (float *logits, int V, double top_p, float *sorted_scratch, gint32 *
         logits[i] = -INFINITY;
     return;
   }
+  /* Ids already at −∞ (min-p) sort first with probability 0: they add nothing to the cumulative
+   * sum and stay −∞, so only the finite ones are sorted. */
+  int n = 0;
   for (int i = 0; i < V; i++)
-    index_scratch[i] = i;
-  g_qsort_with_data (index_scratch, V, sizeof *index_scratch, compare_ascending, logits);
+    if (logits[i] != -INFINITY)
+      index_scratch[n++] = i;
+  g_qsort_with_data (index_scratch, n, sizeof *index_scratch, compare_ascending, logits);
 
-  for (int j = 0; j < V; j++)
+  for (int j = 0; j < n; j++)
     sorted_scratch[j] = logits[index_scratch[j]];
-  cb_t3_softmax (sorted_scratch, sorted_scratch, V);
+  cb_t3_softmax (sorted_scratch, sorted_scratch, n);
 
   const float limit = (float) (1.0 - top_p);
   double cum = 0.0;
   /* The last (largest) is always kept (min_tokens_to_keep 1). */
-  for (int j = 0; j < V - 1; j++) {
+  for (int j = 0; j < n - 1; j++) {
     cum += sorted_scratch[j];
     if ((float) cum > limit)
       break;  /* cumsum only grows: the rest stays */
