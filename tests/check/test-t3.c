@@ -13,6 +13,44 @@
 #include "t3.h"
 
 #define TOLERANCE 1e-5
+
+/* Heap allocations counted while `counting_allocs` is set: malloc, calloc and realloc are
+ * wrapped here (glibc's __libc_* entry points). Not under AddressSanitizer, which owns malloc. */
+#if !defined(__SANITIZE_ADDRESS__)
+#define COUNT_ALLOCS 1
+extern void *__libc_malloc (size_t n);
+extern void *__libc_calloc (size_t n, size_t size);
+extern void *__libc_realloc (void *p, size_t n);
+static int counting_allocs, n_allocs;
+
+static void
+note_alloc (void)
+{
+  if (__atomic_load_n (&counting_allocs, __ATOMIC_RELAXED))
+    __atomic_add_fetch (&n_allocs, 1, __ATOMIC_RELAXED);
+}
+
+void *
+malloc (size_t n)
+{
+  note_alloc ();
+  return __libc_malloc (n);
+}
+
+void *
+calloc (size_t n, size_t size)
+{
+  note_alloc ();
+  return __libc_calloc (n, size);
+}
+
+void *
+realloc (void *p, size_t n)
+{
+  note_alloc ();
+  return __libc_realloc (p, n);
+}
+#endif
 /* Large enough for every golden case: longtext has 169 text ids, long300 300 steps. */
 #define MAX_TEXT 200
 #define MAX_STEPS 310
@@ -235,6 +273,42 @@ START_TEST (test_no_state_leak)
 }
 END_TEST
 
+/* After the first utterance, beginning another (same voice: cached conditioning) and decoding
+ * allocate nothing. */
+START_TEST (test_no_allocation_per_utterance)
+{
+#ifdef COUNT_ALLOCS
+  GError *err = NULL;
+  const int S = cfg.t3.speaker_embed_size;
+  float spk[64];
+  int32_t prompt[20];
+  for (int i = 0; i < S; i++)
+    spk[i] = sinf (i * 0.3f);
+  for (int i = 0; i < 20; i++)
+    prompt[i] = (i * 211) % 6561;
+  CbConds v = { 0 };
+  v.speaker_emb = spk, v.speaker_embed_size = S, v.cond_prompt_tokens = prompt;
+  v.n_cond_prompt_tokens = 20;
+  const int32_t text[] = { 255, 20, 41, 33, 7, 0 }, other[] = { 255, 3, 0 };
+  CbT3State *s = cb_t3_state_new (t3, 16, 8, &err);
+  CbT3Params p = { 0.5f, 0.5f };
+  ck_assert (cb_t3_begin (s, text, 6, &v, &p, &err));
+  for (int i = 0; i < 4; i++)
+    ck_assert (cb_t3_forward_step (s, 100 + i, &err));
+  __atomic_store_n (&n_allocs, 0, __ATOMIC_SEQ_CST);
+  __atomic_store_n (&counting_allocs, 1, __ATOMIC_SEQ_CST);
+  gboolean ok = cb_t3_begin (s, other, 3, &v, &p, NULL);
+  for (int i = 0; ok && i < 4; i++)
+    ok = cb_t3_forward_step (s, 200 + i, NULL);
+  __atomic_store_n (&counting_allocs, 0, __ATOMIC_SEQ_CST);
+  ck_assert (ok);
+  ck_assert_msg (n_allocs == 0, "%d heap allocations in begin + 4 steps", n_allocs);
+  ck_assert_uint_eq (cb_t3_state_cond_misses (s), 1);
+  cb_t3_state_free (s);
+#endif
+}
+END_TEST
+
 START_TEST (test_bad_input)
 {
   GError *err = NULL;
@@ -276,6 +350,7 @@ t3_suite (void)
   tcase_add_test (tc, test_golden_cases_on_one_state);
   tcase_add_test (tc, test_no_state_leak);
   tcase_add_test (tc, test_bad_input);
+  tcase_add_test (tc, test_no_allocation_per_utterance);
   suite_add_tcase (su, tc);
   return su;
 }
