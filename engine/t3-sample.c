@@ -121,15 +121,41 @@ cb_t3_min_p (float *logits, int V, double min_p, float *probs_scratch)
       logits[i] = -INFINITY;
 }
 
-/* Ascending by value, ties by id: the order of a stable sort. */
-static gint
-compare_ascending (gconstpointer a, gconstpointer b, gpointer keys)
+/* Ascending by value, ties by id (the order a stable sort gives); a total order, so any sorting
+ * algorithm yields the same permutation. */
+static inline gboolean
+before (const float *keys, gint32 a, gint32 b)
 {
-  const gint32 ia = *(const gint32 *) a, ib = *(const gint32 *) b;
-  const float va = ((const float *) keys)[ia], vb = ((const float *) keys)[ib];
-  if (va < vb) return -1;
-  if (va > vb) return 1;
-  return (ia > ib) - (ia < ib);
+  return keys[a] < keys[b] || (keys[a] == keys[b] && a < b);
+}
+
+/* In-place heapsort of ids by their keys: no allocation (glib's and libc's sorts may allocate a
+ * temporary buffer for large arrays, and this runs once per decoding step). */
+static void
+sort_ids (gint32 *ids, int n, const float *keys)
+{
+  for (int end = n, start = n / 2 - 1;;) {
+    int root;
+    if (start >= 0) {
+      root = start--;                /* heapify phase */
+    } else {
+      if (--end <= 0)
+        return;
+      const gint32 t = ids[0];       /* move the largest behind the heap */
+      ids[0] = ids[end];
+      ids[end] = t;
+      root = 0;
+    }
+    for (int child; (child = 2 * root + 1) < end; root = child) {
+      if (child + 1 < end && before (keys, ids[child], ids[child + 1]))
+        child++;
+      if (!before (keys, ids[root], ids[child]))
+        break;
+      const gint32 t = ids[root];
+      ids[root] = ids[child];
+      ids[child] = t;
+    }
+  }
 }
 
 void
@@ -150,7 +176,7 @@ cb_t3_top_p (float *logits, int V, double top_p, float *sorted_scratch, gint32 *
   for (int i = 0; i < V; i++)
     if (logits[i] != -INFINITY)
       index_scratch[n++] = i;
-  g_qsort_with_data (index_scratch, n, sizeof *index_scratch, compare_ascending, logits);
+  sort_ids (index_scratch, n, logits);
 
   for (int j = 0; j < n; j++)
     sorted_scratch[j] = logits[index_scratch[j]];

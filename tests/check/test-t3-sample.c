@@ -15,6 +15,19 @@
 #include "safetensors.h"
 #include "t3-sample.h"
 
+/* Allocation counting: malloc, calloc and realloc of this program go through counters (glib's
+ * g_malloc uses them). Not under AddressSanitizer, which owns the allocator. */
+#if !defined(__SANITIZE_ADDRESS__)
+#define COUNT_ALLOCS 1
+extern void *__libc_malloc (size_t n);
+extern void *__libc_calloc (size_t n, size_t size);
+extern void *__libc_realloc (void *p, size_t n);
+static volatile long n_allocs;
+void *malloc (size_t n) { n_allocs++; return __libc_malloc (n); }
+void *calloc (size_t n, size_t size) { n_allocs++; return __libc_calloc (n, size); }
+void *realloc (void *p, size_t n) { n_allocs++; return __libc_realloc (p, n); }
+#endif
+
 #define V 8194
 #define BOS 6561
 #define EOS 6562
@@ -802,6 +815,45 @@ START_TEST (test_params_validation)
 }
 END_TEST
 
+/* After the sampler is built, an utterance (begin, steps with every setting, forced tokens) makes
+ * no heap allocation. */
+START_TEST (test_no_allocation_per_step)
+{
+#ifdef COUNT_ALLOCS
+  static float row[V], base[V];
+  GRand *r = g_rand_new_with_seed (3);
+  for (int i = 0; i < V; i++)
+    base[i] = (float) (4.0 * gauss (r));
+  base[EOS] = -100.0f;
+  CbT3Sampler *smp = cb_t3_sampler_new (V, 300, BOS, EOS, NULL);
+  CbT3SampleParams p = cb_t3_sample_params_default ();
+  p.max_tokens = 300;
+  static const double topps[] = { 1.0, 0.9, 0.9 }, minps[] = { 0.05, 0.05, 0.0 };
+  gboolean began = TRUE;  /* asserted afterwards: Check's asserts allocate */
+  const long before = n_allocs;
+  for (int k = 0; k < 3; k++) {
+    p.top_p = topps[k];
+    p.min_p = minps[k];
+    began &= cb_t3_sampler_begin (smp, &p, NULL);
+    while (!cb_t3_sampler_finished (smp)) {
+      memcpy (row, base, sizeof row);
+      if (smp->n_tokens % 2) {
+        cb_t3_sampler_step (smp, row, NULL);
+      } else {
+        cb_t3_sampler_process (smp, row, NULL);
+        cb_t3_sampler_accept (smp, (gint32) (smp->n_tokens * 7));
+      }
+    }
+  }
+  const long made = n_allocs - before;
+  ck_assert (began);
+  ck_assert_msg (made == 0, "%ld allocations in 3 utterances of 300 steps", made);
+  cb_t3_sampler_free (smp);
+  g_rand_free (r);
+#endif
+}
+END_TEST
+
 static Suite *
 t3_sample_suite (void)
 {
@@ -819,6 +871,7 @@ t3_sample_suite (void)
   tcase_add_test (tc, test_stage_semantics);
   tcase_add_test (tc, test_stream_seed_stop_and_reset);
   tcase_add_test (tc, test_params_validation);
+  tcase_add_test (tc, test_no_allocation_per_step);
   suite_add_tcase (s, tc);
   return s;
 }
