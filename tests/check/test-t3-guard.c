@@ -410,6 +410,31 @@ START_TEST (test_build_errors)
 }
 END_TEST
 
+/* Texts of S ≤ 5 tokens: upstream never suppresses EOS there, and its repetition test reduces over
+ * the empty columns [0, S − 5) and raises once the text is complete; ours counts them as 0. */
+START_TEST (test_short_text)
+{
+  enum { S = 4, BEGIN = 2, L = BEGIN + S + 2, W = L + 40 };
+  CbT3GuardConfig cfg = cb_t3_guard_config_default ();
+  CbT3Guard *g = cb_t3_guard_new (&cfg, N_LAYERS, N_HEADS, MAX_TEXT, 0, 0, NULL);
+  ck_assert (cb_t3_guard_begin (g, BEGIN, S, NULL));
+  static float attn[W], logits[V];
+  guint all = 0;
+  for (int f = 0; f < 30; f++) {
+    memset (attn, 0, sizeof attn);
+    attn[BEGIN + MIN (f / 3, S - 1)] = 0.9f;  /* walks to the last token and stays there */
+    CbT3GuardRows rows = { { attn, attn, attn }, 1, W, f == 0 ? L - 1 : L + f - 1, 0 };
+    memset (logits, 0, sizeof logits);
+    const guint flags = cb_t3_guard_step (g, &rows, logits, V, f);  /* distinct tokens */
+    ck_assert (!(flags & (CB_T3_GUARD_EOS_SUPPRESSED | CB_T3_GUARD_ALIGNMENT_REPETITION)));
+    all |= flags;
+  }
+  ck_assert (all & CB_T3_GUARD_COMPLETE);
+  ck_assert (all & CB_T3_GUARD_LONG_TAIL);  /* 0.9 per frame on the last column */
+  cb_t3_guard_free (g);
+}
+END_TEST
+
 static Suite *
 t3_guard_suite (void)
 {
@@ -419,6 +444,7 @@ t3_guard_suite (void)
   tcase_add_test (tc, test_synthetic_kinds);
   tcase_add_test (tc, test_model_cases_shadow);
   tcase_add_test (tc, test_build_errors);
+  tcase_add_test (tc, test_short_text);
   suite_add_tcase (s, tc);
   return s;
 }
