@@ -12,6 +12,7 @@
 #include "cli-model.h"
 #include "safetensors.h"
 #include "t3-golden.h"
+#include "t3-sample.h"
 #include "text.h"
 #include "tokenizer.h"
 
@@ -264,16 +265,59 @@ golden_t3 (Golden *g, GError **error)
   return g->t3;
 }
 
+/* Post-processing before S3Gen: `input` (upstream's T3 output row) through cb_t3_postprocess
+ * against `expected` (what generate() passed to S3Gen); appends to detail. */
+static gboolean
+check_postprocess (Golden *g, const CbSafetensors *st, const char *input, const char *expected,
+                   GString *detail, GError **error)
+{
+  GArray *in = get_ids (st, input, error), *ref = in ? get_ids (st, expected, error) : NULL;
+  if (!ref) {
+    if (in)
+      g_array_unref (in);
+    return FALSE;
+  }
+  GArray *ours = g_array_sized_new (FALSE, TRUE, sizeof (gint32), MAX (in->len, 1));
+  g_array_set_size (ours, in->len);
+  int n = cb_t3_postprocess ((const gint32 *) in->data, (int) in->len, g->cfg.t3.start_speech_token,
+                             g->cfg.t3.stop_speech_token, (gint32 *) ours->data);
+  g_array_set_size (ours, n);
+  gboolean same = compare_ids (ours, ref, detail, "speech tokens after post-processing");
+  g_array_unref (ours);
+  g_array_unref (ref);
+  g_array_unref (in);
+  return same;
+}
+
+static void
+check_t3_postproc_case (Golden *g, const char *stage, const char *name, const char *path)
+{
+  GError *err = NULL;
+  GString *detail = g_string_new (NULL);
+  CbSafetensors *st = cb_safetensors_open (path, &err);
+  gboolean pass = st && check_postprocess (g, st, "input.tokens", "out.speech_tokens", detail, &err);
+  if (err)
+    verdict (g, stage, name, FALSE, "%s", err->message);
+  else
+    verdict (g, stage, name, pass, "%s (tolerance: exact)", detail->str);
+  g_clear_error (&err);
+  g_string_free (detail, TRUE);
+  cb_safetensors_free (st);
+}
+
 /* Model cases: conditioning, input embeddings, logits of both CFG rows at every step and the
  * guard heads' attention rows, teacher-forced (cb_t3_golden_run_case); then the whole decoding
  * loop with upstream's recorded draws, which must give upstream's tokens
- * (cb_t3_golden_sample_case). The post-processing cases (files without prefill logits) are not
- * checked here yet. */
+ * (cb_t3_golden_sample_case); upstream's tokens post-processed as generate() does. Files named
+ * postproc_* check post-processing alone. */
 static void
 check_t3_case (Golden *g, const char *stage, const char *name, const char *path)
 {
   if (!cb_t3_golden_is_model_case (path)) {
-    not_implemented (g, stage, name, "issue 4");
+    if (g_str_has_prefix (name, "postproc_"))
+      check_t3_postproc_case (g, stage, name, path);
+    else
+      not_implemented (g, stage, name, "issue 4");
     return;
   }
   const double tol = 1e-5;
@@ -287,15 +331,27 @@ check_t3_case (Golden *g, const char *stage, const char *name, const char *path)
     g_clear_error (&err);
     return;
   }
+  GString *post = g_string_new (NULL);
+  CbSafetensors *st = cb_safetensors_open (path, &err);
+  gboolean post_ok = st && check_postprocess (g, st, "out.t3_tokens", "out.speech_tokens", post,
+                                              &err);
+  cb_safetensors_free (st);
+  if (err) {
+    verdict (g, stage, name, FALSE, "%s", err->message);
+    g_clear_error (&err);
+    g_string_free (post, TRUE);
+    return;
+  }
   double worst = cb_t3_golden_report_max (&r);
   gboolean tokens_ok = smp.n_equal == smp.n_comparable && smp.ended_as_upstream;
-  verdict (g, stage, name, worst <= tol && tokens_ok,
+  verdict (g, stage, name, worst <= tol && tokens_ok && post_ok,
            "forward (teacher-forced, %d steps) rel max err %.2e (cond %.1e, logits %.1e/%.1e, "
-           "guard attn %.1e; tolerance %.0e); sampling with upstream's draws: %d/%d tokens equal%s%s",
+           "guard attn %.1e; tolerance %.0e); sampling with upstream's draws: %d/%d tokens equal%s%s; %s",
            r.steps, worst, r.cond_embeds, r.prefill_logits, r.step_logits, r.attn, tol,
            smp.n_equal, smp.n_comparable,
            smp.n_comparable < smp.n_tokens ? " (before the first EOS-less redraw)" : "",
-           smp.ended_as_upstream ? "" : ", ended elsewhere");
+           smp.ended_as_upstream ? "" : ", ended elsewhere", post->str);
+  g_string_free (post, TRUE);
 }
 
 /* ---- the model directory ---- */
