@@ -104,6 +104,23 @@ static const ConfigKey config_keys[] = {
   DEPTH ("perceiver", "num_attn_heads", perceiver.num_attn_heads),
   EPS ("perceiver", "layer_norm_eps", perceiver.layer_norm_eps),
 
+  LIST2 ("t3_guard", "llama_aligned_heads", t3_guard.llama_aligned_heads, 0, DEPTH_MAX),
+  INT ("t3_guard", "discontinuity_back", t3_guard.discontinuity_back, 1, SIZE_MAX_),
+  INT ("t3_guard", "discontinuity_forward", t3_guard.discontinuity_forward, 1, SIZE_MAX_),
+  INT ("t3_guard", "false_start_head_cols", t3_guard.false_start_head_cols, 1, SIZE_MAX_),
+  REAL ("t3_guard", "false_start_head_min", t3_guard.false_start_head_min, 0.0, 1.0),
+  INT ("t3_guard", "false_start_tail_cols", t3_guard.false_start_tail_cols, 1, SIZE_MAX_),
+  REAL ("t3_guard", "false_start_tail_max", t3_guard.false_start_tail_max, 0.0, 1.0),
+  INT ("t3_guard", "complete_margin", t3_guard.complete_margin, 0, SIZE_MAX_),
+  INT ("t3_guard", "long_tail_cols", t3_guard.long_tail_cols, 1, SIZE_MAX_),
+  REAL ("t3_guard", "long_tail_frames", t3_guard.long_tail_frames, 0.0, 1e9),
+  INT ("t3_guard", "repetition_skip_cols", t3_guard.repetition_skip_cols, 0, SIZE_MAX_),
+  REAL ("t3_guard", "repetition_frames", t3_guard.repetition_frames, 0.0, 1e9),
+  INT ("t3_guard", "suppress_min_text", t3_guard.suppress_min_text, 0, SIZE_MAX_),
+  INT ("t3_guard", "suppress_margin", t3_guard.suppress_margin, 0, SIZE_MAX_),
+  REAL ("t3_guard", "force_value", t3_guard.force_value, 1.0, 65504.0),
+  BOOL ("t3_guard", "token_repetition", t3_guard.token_repetition),
+
   SIZE ("ve", "num_mels", ve.num_mels),
   INT ("ve", "sample_rate", ve.sample_rate, 1000, 384000),
   SIZE ("ve", "speaker_embed_size", ve.speaker_embed_size),
@@ -268,6 +285,17 @@ cb_config_init_default (CbConfig *c)
     .pre_attention_query_token = 32, .pre_attention_query_size = 1024, .embedding_dim = 1024,
     .num_attn_heads = 4, .layer_norm_eps = 1e-5,
   };
+  c->t3_guard = (CbT3GuardSettings) {
+    .discontinuity_back = 4, .discontinuity_forward = 7, .false_start_head_cols = 4,
+    .false_start_head_min = 0.5, .false_start_tail_cols = 2, .false_start_tail_max = 0.1,
+    .complete_margin = 3, .long_tail_cols = 3, .long_tail_frames = 5.0,
+    .repetition_skip_cols = 5, .repetition_frames = 5.0, .suppress_min_text = 5,
+    .suppress_margin = 3, .force_value = 32768.0, .token_repetition = TRUE,
+  };
+  c->t3_guard.llama_aligned_heads.n = 3;
+  set_list (&c->t3_guard.llama_aligned_heads.v[0], 2, (const int[]) { 12, 15 });
+  set_list (&c->t3_guard.llama_aligned_heads.v[1], 2, (const int[]) { 13, 11 });
+  set_list (&c->t3_guard.llama_aligned_heads.v[2], 2, (const int[]) { 9, 2 });
   c->ve = (CbVoiceEncoderConfig) {
     .num_mels = 40, .sample_rate = 16000, .speaker_embed_size = 256, .ve_hidden_size = 256,
     .num_layers = 3, .n_fft = 400, .hop_size = 160, .win_size = 400, .fmin = 0, .fmax = 8000,
@@ -453,6 +481,17 @@ validate_t3 (const CbConfig *c, GError **error)
               "pre_attention_query_size", "perceiver", "embedding_dim");
   REQUIRE_DIVISIBLE (p->embedding_dim, p->num_attn_heads, "perceiver", "embedding_dim",
                      "perceiver", "num_attn_heads");
+
+  /* the guard's heads must exist in this backbone (a small test model names its own) */
+  const CbIntListList *gh = &c->t3_guard.llama_aligned_heads;
+  for (int i = 0; i < gh->n; i++) {
+    REQUIRE (gh->v[i].n == 2, CB_ERROR_FORMAT, "t3_guard.llama_aligned_heads[%d]: expected a "
+             "[layer, head] pair, got %d values", i, gh->v[i].n);
+    REQUIRE (gh->v[i].v[0] < l->num_hidden_layers && gh->v[i].v[1] < l->num_attention_heads,
+             CB_ERROR_FORMAT, "t3_guard.llama_aligned_heads[%d] = [%d, %d]: no such head in "
+             "llama.num_hidden_layers (%d) x llama.num_attention_heads (%d)", i, gh->v[i].v[0],
+             gh->v[i].v[1], l->num_hidden_layers, l->num_attention_heads);
+  }
   return TRUE;
 }
 

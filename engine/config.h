@@ -13,6 +13,7 @@
  *     "llama":              { LlamaConfig arguments: "hidden_size", "num_hidden_layers", ...,
  *                             "rope_scaling": { "rope_type", "factor", ... } or null },
  *     "perceiver":          { Perceiver(): "pre_attention_query_token", ... },
+ *     "t3_guard":           { "llama_aligned_heads": [[layer, head], ...], thresholds ... },
  *     "ve":                 { VoiceEncConfig attributes + "num_layers" (LSTM depth) },
  *     "s3tokenizer":        { S3Tokenizer ModelConfig: "n_mels", "n_audio_state", ... },
  *     "campplus":           { CAMPPlus(): "feat_dim", "embedding_size", ... + block tables },
@@ -229,8 +230,31 @@ typedef struct {
   int num_layers;     /* 5 conv + ELU layers (hard-coded upstream) */
 } CbF0PredictorConfig;
 
+/* The alignment-stream guard (t3/inference/alignment_stream_analyzer.py 0.1.7; spec §4): the
+ * attention heads it reads and its thresholds, named after the analyzer's own variables. Used only
+ * when an utterance asks for the guard (off by default for the English model, as upstream). */
+typedef struct {
+  CbIntListList llama_aligned_heads;    /* [[12, 15], [13, 11], [9, 2]]: [layer, head] pairs */
+  int           discontinuity_back;     /* 4: a jump cur − pos ≤ −4 is a discontinuity */
+  int           discontinuity_forward;  /* 7: a jump ≥ 7 is a discontinuity */
+  int           false_start_head_cols;  /* 4 */
+  double        false_start_head_min;   /* 0.5 */
+  int           false_start_tail_cols;  /* 2 */
+  double        false_start_tail_max;   /* 0.1 */
+  int           complete_margin;        /* 3: complete when text_position ≥ S − 3 */
+  int           long_tail_cols;         /* 3 */
+  double        long_tail_frames;       /* 5 */
+  int           repetition_skip_cols;   /* 5: alignment_repetition reads columns [0, S − 5) */
+  double        repetition_frames;      /* 5 */
+  int           suppress_min_text;      /* 5: EOS suppressed only when S > 5 ... */
+  int           suppress_margin;        /* 3: ... and this step's argmax < S − 3 */
+  double        force_value;            /* 32768 = 2**15 */
+  gboolean      token_repetition;       /* TRUE: 0.1.7's token_repetition check */
+} CbT3GuardSettings;
+
 typedef struct {
   CbT3Config           t3;
+  CbT3GuardSettings    t3_guard;
   CbLlamaConfig        llama;
   CbPerceiverConfig    perceiver;
   CbVoiceEncoderConfig ve;

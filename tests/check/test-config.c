@@ -113,6 +113,7 @@ static const char tiny_json[] =
   "             \"rms_norm_eps\": 1e-6, \"rope_scaling\": null,\n"
   "             \"attn_implementation\": \"sdpa\", \"torch_dtype\": \"bfloat16\" },\n"
   "  \"perceiver\": { \"pre_attention_query_size\": 64, \"embedding_dim\": 64 },\n"
+  "  \"t3_guard\": { \"llama_aligned_heads\": [[1, 3], [0, 0]], \"long_tail_frames\": 6 },\n"
   "  \"s3gen_hift\": { \"upsample_rates\": [4, 4, 5, 6], \"upsample_kernel_sizes\": [8, 8, 11, 12],\n"
   "                  \"base_channels\": 64,\n"
   "                  \"source_resblock_kernel_sizes\": [3, 3, 3, 3],\n"
@@ -140,6 +141,10 @@ START_TEST (test_override_changes_what_it_names)
   ck_assert_int_eq (c.hift.source_resblock_dilation_sizes.v[1].v[1], 2);
   ck_assert_int_eq (c.hift.istft_hop_len, 1);
   ck_assert_int_eq (cb_config_text_pos_len (&c), 66);
+  ck_assert_int_eq (c.t3_guard.llama_aligned_heads.n, 2);
+  ck_assert_int_eq (c.t3_guard.llama_aligned_heads.v[0].v[1], 3);
+  ck_assert (c.t3_guard.long_tail_frames == 6.0);
+  ck_assert (c.t3_guard.repetition_frames == 5.0); /* not named: upstream's */
 
   /* Exactly the named fields changed (the ignored keys changed nothing). */
   char *changes = cb_config_describe_changes (&base, &c);
@@ -149,6 +154,7 @@ START_TEST (test_override_changes_what_it_names)
                     "llama.num_key_value_heads=2 llama.head_dim=16 llama.intermediate_size=128 "
                     "llama.rms_norm_eps=1e-06 llama.rope_scaling.rope_type=default "
                     "perceiver.pre_attention_query_size=64 perceiver.embedding_dim=64 "
+                    "t3_guard.llama_aligned_heads=[...] t3_guard.long_tail_frames=6 "
                     "s3gen_flow_decoder.channels=[...] s3gen_hift.base_channels=64 "
                     "s3gen_hift.upsample_rates=[...] s3gen_hift.upsample_kernel_sizes=[...] "
                     "s3gen_hift.istft_params.n_fft=8 s3gen_hift.istft_params.hop_len=1 "
@@ -227,6 +233,14 @@ static const BadCase bad_cases[] = {
   { "{\"llama\": {\"hidden_size\": 4294967360}}", CB_ERROR_FORMAT, "llama.hidden_size",
     "outside" },
   { "{\"llama\": {\"rms_norm_eps\": 0}}", CB_ERROR_FORMAT, "llama.rms_norm_eps", "outside" },
+  { "{\"t3_guard\": {\"llama_aligned_heads\": [[12, 16]]}}", CB_ERROR_FORMAT,
+    "t3_guard.llama_aligned_heads[0] = [12, 16]", "no such head" },
+  { "{\"t3_guard\": {\"llama_aligned_heads\": [[30, 0]]}}", CB_ERROR_FORMAT,
+    "t3_guard.llama_aligned_heads[0] = [30, 0]", "llama.num_hidden_layers (30)" },
+  { "{\"t3_guard\": {\"llama_aligned_heads\": [[1, 2], [3]]}}", CB_ERROR_FORMAT,
+    "t3_guard.llama_aligned_heads[1]", "pair" },
+  { "{\"t3_guard\": {\"false_start_head_min\": 2}}", CB_ERROR_FORMAT,
+    "t3_guard.false_start_head_min", "outside" },
   { "{\"llama\": {\"hidden_size\": 1000}}", CB_ERROR_FORMAT, "llama.hidden_size (1000)",
     "not divisible by llama.num_attention_heads (16)" },
   { "{\"llama\": {\"num_key_value_heads\": 5}}", CB_ERROR_FORMAT, "llama.num_attention_heads",
