@@ -139,3 +139,36 @@ cb_t3_weights_clear (CbT3Weights *w)
     g_ptr_array_unref (w->owned);
   memset (w, 0, sizeof *w);
 }
+
+/* A BF16 copy of the (rows, cols) matrix m, owned by w. */
+static const guint16 *
+to_bf16 (CbT3Weights *w, const float *m, gsize rows, gsize cols, gsize *bytes)
+{
+  guint16 *copy = g_new (guint16, rows * cols);
+  cb_f32_to_bf16 (copy, m, rows * cols);
+  g_ptr_array_add (w->owned, copy);
+  *bytes += rows * cols * sizeof (guint16);
+  return copy;
+}
+
+gsize
+cb_t3_weights_to_bf16 (CbT3Weights *w, const CbConfig *cfg)
+{
+  const CbLlamaConfig *c = &cfg->llama;
+  const gsize H = c->hidden_size, I = c->intermediate_size;
+  const gsize qdim = (gsize) c->num_attention_heads * c->head_dim;
+  const gsize kvdim = (gsize) c->num_key_value_heads * c->head_dim;
+  gsize bytes = 0;
+  for (int i = 0; i < c->num_hidden_layers; i++) {
+    CbT3Layer *l = &w->layers[i];
+    l->q_proj_bf16 = to_bf16 (w, l->q_proj, qdim, H, &bytes);
+    l->k_proj_bf16 = to_bf16 (w, l->k_proj, kvdim, H, &bytes);
+    l->v_proj_bf16 = to_bf16 (w, l->v_proj, kvdim, H, &bytes);
+    l->o_proj_bf16 = to_bf16 (w, l->o_proj, H, qdim, &bytes);
+    l->gate_proj_bf16 = to_bf16 (w, l->gate_proj, I, H, &bytes);
+    l->up_proj_bf16 = to_bf16 (w, l->up_proj, I, H, &bytes);
+    l->down_proj_bf16 = to_bf16 (w, l->down_proj, H, I, &bytes);
+  }
+  w->speech_head_bf16 = to_bf16 (w, w->speech_head, cfg->t3.speech_tokens_dict_size, H, &bytes);
+  return bytes;
+}

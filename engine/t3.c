@@ -68,6 +68,7 @@ struct CbT3State {
   int      guard_rows;   /* captured query rows of the last forward */
   gboolean begun;
   guint    cond_misses;
+  gint64   setup_us;     /* last begin: entry to the prefill forward */
 };
 
 void
@@ -99,6 +100,11 @@ layer_kv_floats (const CbT3 *t3, int rows)
 static gboolean
 check_options (const CbConfig *cfg, const CbT3Options *o, GError **error)
 {
+  if (o->precision != CB_T3_PRECISION_FP32 && o->precision != CB_T3_PRECISION_BF16) {
+    g_set_error (error, CB_ERROR, CB_ERROR_INVALID_ARGUMENT, "T3: unknown precision %d",
+                 (int) o->precision);
+    return FALSE;
+  }
   if (o->n_guard_heads < 0 || o->n_guard_heads > CB_T3_MAX_GUARD_HEADS) {
     g_set_error (error, CB_ERROR, CB_ERROR_INVALID_ARGUMENT, "T3: %d guard heads (at most %d)",
                  o->n_guard_heads, CB_T3_MAX_GUARD_HEADS);
@@ -186,6 +192,8 @@ cb_t3_new (const CbConfig *cfg, const CbSafetensors *st, const CbT3Options *opti
     cb_t3_free (t3);
     return NULL;
   }
+  if (options->precision == CB_T3_PRECISION_BF16)
+    cb_t3_weights_to_bf16 (&t3->w, cfg);
   CbRopeScaling scaling = {
     (float) lc->rope_factor, (float) lc->rope_low_freq_factor, (float) lc->rope_high_freq_factor,
     lc->rope_original_max_position_embeddings,
@@ -318,6 +326,18 @@ kv_at (const CbT3State *s, float *const cache[2], int row, int layer)
   return cache[row] + (gsize) layer * layer_kv_floats (s->t3, s->max_seq);
 }
 
+/* out[T, OC] = inp[T, C] · W^T (+ bias) with W as the model stores it: the BF16 copy when there
+ * is one, else the F32 view. */
+static void
+linear (float *out, const float *inp, const float *w_f32, const guint16 *w_bf16, const float *bias,
+        int T, int C, int OC)
+{
+  if (w_bf16)
+    cb_matmul_bf16 (out, inp, w_bf16, bias, T, C, OC);
+  else
+    cb_matmul (out, inp, w_f32, bias, T, C, OC);
+}
+
 /* Self-attention of one CFG row in `layer`: its T new queries against its cache. On the
  * conditional row of a layer holding guard heads (when `capture`), the last min(T, 2) query
  * rows are computed in a separate call that records those heads' probabilities: the guard reads
@@ -359,9 +379,9 @@ decoder_layer (CbT3State *s, int layer, int n_rows, int T, int pos0, gboolean ca
 
   /* attention: both rows' projections in one product (the weights are read once per step) */
   cb_rmsnorm (s->xn, s->x, w->input_layernorm, eps, RT, H);
-  cb_matmul (s->q, s->xn, w->q_proj, w->q_bias, RT, H, t3->qdim);
-  cb_matmul (s->k, s->xn, w->k_proj, w->k_bias, RT, H, t3->kvdim);
-  cb_matmul (s->v, s->xn, w->v_proj, w->v_bias, RT, H, t3->kvdim);
+  linear (s->q, s->xn, w->q_proj, w->q_proj_bf16, w->q_bias, RT, H, t3->qdim);
+  linear (s->k, s->xn, w->k_proj, w->k_proj_bf16, w->k_bias, RT, H, t3->kvdim);
+  linear (s->v, s->xn, w->v_proj, w->v_proj_bf16, w->v_bias, RT, H, t3->kvdim);
   for (int r = 0; r < n_rows; r++) {
     float *q = s->q + (gsize) r * T * t3->qdim;
     float *k = s->k + (gsize) r * T * t3->kvdim, *v = s->v + (gsize) r * T * t3->kvdim;
@@ -372,15 +392,15 @@ decoder_layer (CbT3State *s, int layer, int n_rows, int T, int pos0, gboolean ca
     memcpy (kv_at (s, s->vcache, r, layer) + at, v, n * sizeof (float));
     attend_row (s, layer, r, T, pos0, capture);
   }
-  cb_matmul (s->xn, s->att, w->o_proj, w->o_bias, RT, t3->qdim, H);
+  linear (s->xn, s->att, w->o_proj, w->o_proj_bf16, w->o_bias, RT, t3->qdim, H);
   cb_add (s->x, s->x, s->xn, (gsize) RT * H);
 
   /* SwiGLU MLP: down(silu(gate(x)) * up(x)) */
   cb_rmsnorm (s->xn, s->x, w->post_attention_layernorm, eps, RT, H);
-  cb_matmul (s->gate, s->xn, w->gate_proj, w->gate_bias, RT, H, I);
-  cb_matmul (s->up, s->xn, w->up_proj, w->up_bias, RT, H, I);
+  linear (s->gate, s->xn, w->gate_proj, w->gate_proj_bf16, w->gate_bias, RT, H, I);
+  linear (s->up, s->xn, w->up_proj, w->up_proj_bf16, w->up_bias, RT, H, I);
   cb_silu_mul (s->gate, s->gate, s->up, (gsize) RT * I);
-  cb_matmul (s->xn, s->gate, w->down_proj, w->down_bias, RT, I, H);
+  linear (s->xn, s->gate, w->down_proj, w->down_proj_bf16, w->down_bias, RT, I, H);
   cb_add (s->x, s->x, s->xn, (gsize) RT * H);
 }
 
@@ -402,8 +422,8 @@ forward (CbT3State *s, int n_rows, int T, int pos0, gboolean capture, gboolean l
   for (int r = 0; r < n_rows; r++)
     cb_rmsnorm (s->hlast + (gsize) r * H, s->x + ((gsize) r * T + T - 1) * H, t3->w.norm,
                 (float) cfg->llama.rms_norm_eps, 1, H);
-  cb_matmul (s->logits, s->hlast, t3->w.speech_head, NULL, n_rows, H,
-             cfg->t3.speech_tokens_dict_size);
+  linear (s->logits, s->hlast, t3->w.speech_head, t3->w.speech_head_bf16, NULL, n_rows, H,
+          cfg->t3.speech_tokens_dict_size);
 }
 
 /* ---- conditioning prefix (cached per voice) ---- */
@@ -538,6 +558,7 @@ gboolean
 cb_t3_begin (CbT3State *s, const int32_t *text_ids, int n_text, const CbConds *voice,
              const CbT3Params *params, GError **error)
 {
+  const gint64 t0 = g_get_monotonic_time ();
   if (!check_begin (s, text_ids, n_text, voice, params, error))
     return FALSE;
   const CbT3 *t3 = s->t3;
@@ -562,6 +583,7 @@ cb_t3_begin (CbT3State *s, const int32_t *text_ids, int n_text, const CbConds *v
     speech_embed (t3, e, cfg->t3.start_speech_token, 0);
     speech_embed (t3, e + H, cfg->t3.start_speech_token, 0);
   }
+  s->setup_us = g_get_monotonic_time () - t0;
   forward (s, s->n_rows, T, s->cond_len, TRUE, TRUE);
   s->pos = s->cond_len + T;
   s->begun = TRUE;
@@ -661,4 +683,10 @@ guint
 cb_t3_state_cond_misses (const CbT3State *s)
 {
   return s->cond_misses;
+}
+
+gint64
+cb_t3_state_setup_us (const CbT3State *s)
+{
+  return s->setup_us;
 }

@@ -39,6 +39,10 @@ typedef struct {
   const float *gate_proj, *gate_bias;    /* (I, H), (I) */
   const float *up_proj, *up_bias;        /* (I, H), (I) */
   const float *down_proj, *down_bias;    /* (H, I), (H) */
+  /* BF16 copies of the seven matrices above (CB_T3_PRECISION_BF16; owned, in CbT3Weights.owned),
+   * NULL in FP32: where one is set the forward multiplies by it instead of the F32 view */
+  const guint16 *q_proj_bf16, *k_proj_bf16, *v_proj_bf16, *o_proj_bf16;
+  const guint16 *gate_proj_bf16, *up_proj_bf16, *down_proj_bf16;
 } CbT3Layer;
 
 /* t3_cfg.safetensors, the tensors inference reads (text_head and tfmr.embed_tokens are unused). */
@@ -59,6 +63,7 @@ typedef struct {
   CbT3Layer   *layers;            /* (num_hidden_layers) tfmr.layers.* */
   const float *norm;              /* tfmr.norm.weight (H) */
   const float *speech_head;       /* speech_head.weight (speech_vocab, H) */
+  const guint16 *speech_head_bf16; /* its BF16 copy (CB_T3_PRECISION_BF16), else NULL */
   GPtrArray   *owned;             /* buffers of tensors stored as F16/BF16, widened to F32 */
 } CbT3Weights;
 
@@ -66,11 +71,23 @@ typedef struct {
 gboolean cb_t3_weights_init (CbT3Weights *w, const CbConfig *cfg, const CbSafetensors *st,
                              GError **error);
 void     cb_t3_weights_clear (CbT3Weights *w);
+/* Stores BF16 copies (round to nearest even) of every layer's attention and MLP matrices and of
+ * speech_head: half the bytes a decode step streams. Embeddings, norms, the conditioning encoder
+ * and the perceiver stay F32 (small, or read a few rows per utterance). Returns the bytes added. */
+gsize    cb_t3_weights_to_bf16 (CbT3Weights *w, const CbConfig *cfg);
 
 /* The attention heads the alignment guard reads (spec §4): (layer, head) pairs, upstream's
  * (12,15), (13,11), (9,2) in that order by default. */
 #define CB_T3_MAX_GUARD_HEADS 8
+
+/* How the large matrices are stored and multiplied (products and sums are F32 either way). */
+typedef enum {
+  CB_T3_PRECISION_FP32,  /* the checkpoint's F32 (zero-copy views), default */
+  CB_T3_PRECISION_BF16,  /* converted once by cb_t3_new; speech tokens may differ from FP32's */
+} CbT3Precision;
+
 typedef struct {
+  CbT3Precision precision;
   int n_guard_heads;
   int guard_layer[CB_T3_MAX_GUARD_HEADS];
   int guard_head[CB_T3_MAX_GUARD_HEADS];
@@ -132,6 +149,9 @@ gsize        cb_t3_guard_attn_stride (const CbT3State *s);
 const CbT3Options *cb_t3_options (const CbT3 *t3);
 /* How many times this state's begin had to compute conditioning (cache misses), for tests. */
 guint        cb_t3_state_cond_misses (const CbT3State *s);
+/* Microseconds the last cb_t3_begin spent before its prefill forward (checks, the voice's cond
+ * prefix: computed on a cache miss, copied on a hit, the input embeddings), for benchmarks. */
+gint64       cb_t3_state_setup_us (const CbT3State *s);
 
 /* ---- internal: the conditioning encoder (t3-cond.c), used by t3.c ---- */
 
