@@ -1,12 +1,15 @@
 /* engine.c — building the engine once: locate the files, read the config, open and validate
- * every model file, set the thread count. Nothing here runs per utterance. */
-#include "chatterbox.h"
+ * every model file, set the thread count, build T3 (weights, RoPE table, guard heads, voice cache,
+ * the built-in voice's conditioning primed). Then the per-stream utterance: text front end, T3
+ * decoding one token per call. */
+#include "engine-internal.h"
 
-#include "conds.h"
-#include "config.h"
+#include <string.h>
+
 #include "model-dir.h"
 #include "ops.h"
 #include "safetensors.h"
+#include "text.h"
 #include "tokenizer.h"
 #include "weights-layout.h"
 
@@ -19,13 +22,35 @@ struct CbEngine {
   CbSafetensors *ve_weights;    /* ve.safetensors */
   CbTokenizer *tokenizer;
   CbConds *builtin_voice;       /* conds.pt */
+  CbT3 *t3;                     /* built once: weight views, RoPE, guard heads, voice cache */
 };
+
+struct CbVoice {
+  CbConds *conds;
+};
+
+struct CbUtterance {
+  CbEngine    *engine;
+  CbT3Decoder *decoder;
+  int          max_text_tokens;
+  char        *text;           /* normalised text of the current utterance */
+  GArray      *text_ids;       /* gint32, start and stop included */
+  gint32      *speech_tokens;  /* (max_tokens) post-processed */
+  int          n_speech_tokens;
+};
+
+/* The public guard bits are t3-guard.h's. */
+G_STATIC_ASSERT ((int) CB_GUARD_FALSE_START == (int) CB_T3_GUARD_FALSE_START);
+G_STATIC_ASSERT ((int) CB_GUARD_EOS_SUPPRESSED == (int) CB_T3_GUARD_EOS_SUPPRESSED);
+G_STATIC_ASSERT ((int) CB_GUARD_FORCED_EOS == (int) CB_T3_GUARD_FORCED_EOS);
+G_STATIC_ASSERT ((int) CB_GUARD_TOKEN_REPETITION == (int) CB_T3_GUARD_TOKEN_REPETITION);
 
 void
 cb_engine_params_init (CbEngineParams *p)
 {
   p->model_location = NULL;
   p->threads = 0;
+  p->precision = CB_PRECISION_FP32;
 }
 
 static char *
@@ -98,6 +123,61 @@ load_builtin_voice (CbEngine *e, GError **error)
   return e->builtin_voice != NULL;
 }
 
+/* The guard's thresholds live in t3-decode's guard (0.1.7's values); only the heads travel through
+ * CbT3Options so far, so a config asking for other thresholds is refused rather than ignored. */
+static gboolean
+check_guard_thresholds (const CbEngine *e, GError **error)
+{
+  const CbT3GuardSettings *s = &e->config.t3_guard;
+  const CbT3GuardConfig d = cb_t3_guard_config_default ();
+  gboolean same = s->discontinuity_back == d.discontinuity_back
+      && s->discontinuity_forward == d.discontinuity_forward
+      && s->false_start_head_cols == d.false_start_head_cols
+      && (float) s->false_start_head_min == d.false_start_head_min
+      && s->false_start_tail_cols == d.false_start_tail_cols
+      && (float) s->false_start_tail_max == d.false_start_tail_max
+      && s->complete_margin == d.complete_margin && s->long_tail_cols == d.long_tail_cols
+      && (float) s->long_tail_frames == d.long_tail_frames
+      && s->repetition_skip_cols == d.repetition_skip_cols
+      && (float) s->repetition_frames == d.repetition_frames
+      && s->suppress_min_text == d.suppress_min_text && s->suppress_margin == d.suppress_margin
+      && (float) s->force_value == d.force_value && s->token_repetition == d.token_repetition;
+  if (!same)
+    g_set_error (error, CB_ERROR, CB_ERROR_UNSUPPORTED,
+                 "%s: t3_guard thresholds other than upstream 0.1.7's are not wired into the "
+                 "decoder yet (only t3_guard.llama_aligned_heads is)", e->model_dir);
+  return same;
+}
+
+/* T3 with the config's guard heads; then the built-in voice's conditioning at the default
+ * exaggeration is computed once into T3's voice cache, so a stream's first utterance with it
+ * only copies the prefix. */
+static gboolean
+build_t3 (CbEngine *e, CbPrecision precision, GError **error)
+{
+  if (!check_guard_thresholds (e, error))
+    return FALSE;
+  CbT3Options o;
+  cb_t3_options_init (&o);
+  o.precision = precision == CB_PRECISION_BF16 ? CB_T3_PRECISION_BF16 : CB_T3_PRECISION_FP32;
+  const CbIntListList *heads = &e->config.t3_guard.llama_aligned_heads;
+  o.n_guard_heads = MIN (heads->n, CB_T3_MAX_GUARD_HEADS);
+  for (int i = 0; i < o.n_guard_heads; i++) {
+    o.guard_layer[i] = heads->v[i].v[0];
+    o.guard_head[i] = heads->v[i].v[1];
+  }
+  e->t3 = cb_t3_new (&e->config, e->t3_weights, &o, error);
+  if (!e->t3)
+    return FALSE;
+  const int32_t ids[2] = { e->config.t3.start_text_token, e->config.t3.stop_text_token };
+  const CbT3Params params = { (float) CB_T3_DEFAULT_CFG_WEIGHT,
+                              (float) CB_T3_DEFAULT_EXAGGERATION };
+  CbT3State *s = cb_t3_state_new (e->t3, 2, 0, error);
+  gboolean ok = s && cb_t3_begin (s, ids, 2, e->builtin_voice, &params, error);
+  cb_t3_state_free (s);
+  return ok;
+}
+
 CbEngine *
 cb_engine_new (const CbEngineParams *p, GError **error)
 {
@@ -114,7 +194,8 @@ cb_engine_new (const CbEngineParams *p, GError **error)
       || !(e->s3gen_weights = open_weights (e, CB_WEIGHTS_S3GEN, error))
       || !(e->ve_weights = open_weights (e, CB_WEIGHTS_VE, error))
       || !load_tokenizer (e, error)
-      || !load_builtin_voice (e, error)) {
+      || !load_builtin_voice (e, error)
+      || !build_t3 (e, p->precision, error)) {
     cb_engine_free (e);
     return NULL;
   }
@@ -126,6 +207,7 @@ cb_engine_free (CbEngine *e)
 {
   if (!e)
     return;
+  cb_t3_free (e->t3);
   cb_conds_free (e->builtin_voice);
   cb_tokenizer_free (e->tokenizer);
   cb_safetensors_free (e->ve_weights);
@@ -151,7 +233,223 @@ gboolean
 cb_engine_synthesis_available (const CbEngine *e, GError **error)
 {
   g_set_error (error, CB_ERROR, CB_ERROR_NOT_IMPLEMENTED,
-               "synthesis is not complete yet: the model files in %s were found and validated, but "
-               "T3, S3Gen and HiFT are still being ported (issues 4-6)", e->model_dir);
+               "synthesis is not complete yet: the model in %s is loaded and T3 turns text into "
+               "speech tokens, but S3Gen and HiFT (speech tokens to audio) are still being ported "
+               "(issue 5)", e->model_dir);
   return FALSE;
+}
+
+const CbConfig *
+cb_engine_config (const CbEngine *e)
+{
+  return &e->config;
+}
+
+CbT3 *
+cb_engine_t3 (CbEngine *e)
+{
+  return e->t3;
+}
+
+const CbConds *
+cb_engine_voice_conds (const CbEngine *e, const CbVoice *v)
+{
+  return v ? v->conds : e->builtin_voice;
+}
+
+/* ---- voices ---- */
+
+CbVoice *
+cb_voice_load (const CbEngine *e, const char *path, GError **error)
+{
+  CbCondsExpect expect;
+  cb_conds_expect_from_config (&expect, &e->config);
+  CbConds *c = cb_conds_load (path, &expect, error);
+  if (!c)
+    return NULL;
+  CbVoice *v = g_new0 (CbVoice, 1);
+  v->conds = c;
+  return v;
+}
+
+void
+cb_voice_free (CbVoice *v)
+{
+  if (!v)
+    return;
+  cb_conds_free (v->conds);
+  g_free (v);
+}
+
+/* ---- utterances ---- */
+
+void
+cb_utterance_params_init (CbUtteranceParams *p)
+{
+  CbT3SampleParams d = cb_t3_sample_params_default ();
+  *p = (CbUtteranceParams) {
+    .exaggeration = CB_T3_DEFAULT_EXAGGERATION, .cfg_weight = d.cfg_weight,
+    .temperature = d.temperature, .min_p = d.min_p, .top_p = d.top_p,
+    .repetition_penalty = d.repetition_penalty, .seed = d.seed, .max_tokens = d.max_tokens,
+    .alignment_guard = d.alignment_guard,
+  };
+}
+
+CbUtterance *
+cb_utterance_new (CbEngine *e, int max_text_tokens, int max_tokens, GError **error)
+{
+  if (max_text_tokens < 0 || max_tokens < 0) {
+    g_set_error (error, CB_ERROR, CB_ERROR_INVALID_ARGUMENT,
+                 "utterance: negative size (max_text_tokens %d, max_tokens %d)", max_text_tokens,
+                 max_tokens);
+    return NULL;
+  }
+  CbUtterance *u = g_new0 (CbUtterance, 1);
+  u->engine = e;
+  u->max_text_tokens = max_text_tokens ? max_text_tokens : e->config.t3.max_text_tokens;
+  max_tokens = max_tokens ? max_tokens : CB_T3_DEFAULT_MAX_TOKENS;
+  u->decoder = cb_t3_decoder_new (e->t3, u->max_text_tokens, max_tokens, error);
+  if (!u->decoder) {
+    cb_utterance_free (u);
+    return NULL;
+  }
+  u->text_ids = g_array_sized_new (FALSE, FALSE, sizeof (gint32), u->max_text_tokens);
+  u->speech_tokens = g_new (gint32, max_tokens);
+  return u;
+}
+
+void
+cb_utterance_free (CbUtterance *u)
+{
+  if (!u)
+    return;
+  cb_t3_decoder_free (u->decoder);
+  if (u->text_ids)
+    g_array_unref (u->text_ids);
+  g_free (u->text);
+  g_free (u->speech_tokens);
+  g_free (u);
+}
+
+static gboolean
+is_blank (const char *utf8)
+{
+  for (const char *p = utf8; *p; p = g_utf8_next_char (p))
+    if (!cb_text_is_python_space (g_utf8_get_char (p)))
+      return FALSE;
+  return TRUE;
+}
+
+/* tts.py generate: punc_norm, the tokenizer, then start_text_token ... stop_text_token. */
+static gboolean
+text_to_ids (CbUtterance *u, const char *text, GError **error)
+{
+  const CbEngine *e = u->engine;
+  g_clear_pointer (&u->text, g_free);
+  g_array_set_size (u->text_ids, 0);
+  if (!text || !g_utf8_validate (text, -1, NULL)) {
+    g_set_error (error, CB_ERROR, CB_ERROR_INVALID_ARGUMENT, "the text is not valid UTF-8");
+    return FALSE;
+  }
+  /* upstream would speak a stand-in sentence; an element must not invent speech */
+  if (is_blank (text)) {
+    g_set_error (error, CB_ERROR, CB_ERROR_INVALID_ARGUMENT, "the text is empty");
+    return FALSE;
+  }
+  u->text = cb_punc_norm (text);
+  gint32 start = e->config.t3.start_text_token, stop = e->config.t3.stop_text_token;
+  g_array_append_val (u->text_ids, start);
+  if (!cb_tokenizer_encode (e->tokenizer, u->text, u->text_ids, error))
+    return FALSE;
+  g_array_append_val (u->text_ids, stop);
+  int limit = MIN (u->max_text_tokens, e->config.t3.max_text_tokens);
+  if ((int) u->text_ids->len > limit) {
+    g_set_error (error, CB_ERROR, CB_ERROR_INVALID_ARGUMENT,
+                 "the text is %u token ids long (start and stop included), more than the %d this "
+                 "stream takes; split it into sentences first (cb_text_split_sentences)",
+                 u->text_ids->len, limit);
+    return FALSE;
+  }
+  return TRUE;
+}
+
+gboolean
+cb_utterance_begin (CbUtterance *u, const char *text, const CbVoice *voice,
+                    const CbUtteranceParams *params, GError **error)
+{
+  u->n_speech_tokens = 0;
+  if (!text_to_ids (u, text, error))
+    return FALSE;
+  if (!(params->exaggeration >= 0 && params->exaggeration <= 100)) {
+    g_set_error (error, CB_ERROR, CB_ERROR_INVALID_ARGUMENT,
+                 "exaggeration: expected 0 to 100, got %g", params->exaggeration);
+    return FALSE;
+  }
+  CbT3SampleParams sp = cb_t3_sample_params_default ();
+  sp.cfg_weight = params->cfg_weight;
+  sp.temperature = params->temperature;
+  sp.min_p = params->min_p;
+  sp.top_p = params->top_p;
+  sp.repetition_penalty = params->repetition_penalty;
+  sp.seed = params->seed;
+  sp.max_tokens = params->max_tokens;
+  sp.alignment_guard = params->alignment_guard;
+  return cb_t3_decoder_begin (u->decoder, (const int32_t *) u->text_ids->data,
+                              (int) u->text_ids->len, cb_engine_voice_conds (u->engine, voice),
+                              params->exaggeration, &sp, error);
+}
+
+gboolean
+cb_utterance_next (CbUtterance *u, gint32 *token, gboolean *done, GError **error)
+{
+  return cb_t3_decoder_next (u->decoder, NULL, token, done, error);
+}
+
+const char *
+cb_utterance_text (const CbUtterance *u)
+{
+  return u->text;
+}
+
+const gint32 *
+cb_utterance_text_ids (const CbUtterance *u, int *n)
+{
+  *n = (int) u->text_ids->len;
+  return (const gint32 *) u->text_ids->data;
+}
+
+const gint32 *
+cb_utterance_tokens (const CbUtterance *u, int *n)
+{
+  const CbT3Sampler *s = cb_t3_decoder_sampler (u->decoder);
+  *n = s->n_tokens;
+  return s->tokens;
+}
+
+const gint32 *
+cb_utterance_speech_tokens (CbUtterance *u, int *n)
+{
+  const CbT3Sampler *s = cb_t3_decoder_sampler (u->decoder);
+  u->n_speech_tokens = cb_t3_postprocess (s->tokens, s->n_tokens, s->bos_id, s->eos_id,
+                                          u->speech_tokens);
+  *n = u->n_speech_tokens;
+  return u->speech_tokens;
+}
+
+guint
+cb_utterance_guard_events (const CbUtterance *u)
+{
+  return cb_t3_decoder_guard_flags (u->decoder, TRUE);
+}
+
+CbT3Decoder *
+cb_utterance_decoder (CbUtterance *u)
+{
+  return u->decoder;
+}
+
+guint
+cb_utterance_cond_misses (const CbUtterance *u)
+{
+  return cb_t3_state_cond_misses (cb_t3_decoder_state (u->decoder));
 }
