@@ -3,8 +3,9 @@
  * The flags are a contract other tools rely on (issue 4): --model, --text, --voice, --seed,
  * --max-tokens, --cfg-weight, --temperature, --precision, --threads, --force-tokens, --dump,
  * --check-golden, --output; --help lists them. Implemented so far: loading and validating a model
- * (where it came from, the tensor counts), --text (normalised text and text token ids) and
- * --check-golden (golden-check.h). Flags whose stage is not written yet say so and exit 2.
+ * (where it came from, the tensor counts), --text (normalised text, text token ids and T3's speech
+ * tokens, with the sampling flags, --voice, --force-tokens and --dump: cli-t3.h) and
+ * --check-golden (golden-check.h). --output (audio) needs S3Gen and exits 2 until issue 5.
  *
  * Exit status: 0 success; 1 a failed check or a model that does not load; 2 a requested feature
  * that is not implemented yet (or, with --strict, golden stages not implemented yet); 64 a usage
@@ -15,6 +16,7 @@
 
 #include "chatterbox.h"
 #include "cli-model.h"
+#include "cli-t3.h"
 #include "golden-check.h"
 
 #define EXIT_CHECK_FAILED 1
@@ -30,6 +32,11 @@ typedef struct {
   int      max_tokens;
   double   cfg_weight;
   double   temperature;
+  double   exaggeration;
+  double   min_p;
+  double   top_p;
+  double   repetition_penalty;
+  gboolean alignment_guard;
   char    *precision;
   int      threads;
   char    *force_tokens;
@@ -88,6 +95,18 @@ usage_problem (const Options *o)
   if (o->temperature != UNSET_DOUBLE && !(o->temperature > 0 && o->temperature <= 100))
     return g_strdup_printf ("--temperature: expected more than 0, up to 100, got %g",
                             o->temperature);
+  if (o->exaggeration != UNSET_DOUBLE && !(o->exaggeration >= 0 && o->exaggeration <= 100))
+    return g_strdup_printf ("--exaggeration: expected 0 to 100, got %g", o->exaggeration);
+  if (o->min_p != UNSET_DOUBLE && !(o->min_p >= 0 && o->min_p <= 1))
+    return g_strdup_printf ("--min-p: expected 0 to 1, got %g", o->min_p);
+  if (o->top_p != UNSET_DOUBLE && !(o->top_p >= 0 && o->top_p <= 1))
+    return g_strdup_printf ("--top-p: expected 0 to 1, got %g", o->top_p);
+  if (o->repetition_penalty != UNSET_DOUBLE
+      && !(o->repetition_penalty > 0 && o->repetition_penalty <= 100))
+    return g_strdup_printf ("--repetition-penalty: expected more than 0, up to 100, got %g",
+                            o->repetition_penalty);
+  if ((o->force_tokens || o->dump || o->voice) && !o->text)
+    return g_strdup ("--force-tokens, --dump and --voice need --text");
   if (o->strict && !o->check_golden)
     return g_strdup ("--strict only applies to --check-golden");
   if (o->check_golden && (o->model || o->text))
@@ -101,14 +120,6 @@ static gboolean
 pending_feature (const Options *o, const char **flag, const char **issue)
 {
   const struct { gboolean requested; const char *flag, *issue; } pending[] = {
-    { o->voice != NULL, "--voice", "issue 4 (voice files), voice cloning has no issue yet" },
-    { o->force_tokens != NULL, "--force-tokens", "issue 4" },
-    { o->dump != NULL, "--dump", "issue 4" },
-    { o->seed_set, "--seed (T3 sampling)", "issue 4" },
-    { o->max_tokens != UNSET_INT, "--max-tokens (T3 decoding)", "issue 4" },
-    { o->cfg_weight != UNSET_DOUBLE, "--cfg-weight (T3 guidance)", "issue 4" },
-    { o->temperature != UNSET_DOUBLE, "--temperature (T3 sampling)", "issue 4" },
-    { o->precision && !strcmp (o->precision, "bf16"), "--precision bf16", "issue 4" },
     { o->output != NULL, "--output (S3Gen and HiFT)", "issue 5" },
   };
   for (guint i = 0; i < G_N_ELEMENTS (pending); i++)
@@ -141,13 +152,24 @@ run_check_golden (const Options *o)
   return EXIT_SUCCESS;
 }
 
+/* The sampling flags over upstream's generate() defaults. */
 static void
-print_ids (const GArray *ids)
+utterance_params (const Options *o, CbUtteranceParams *p)
 {
-  printf ("text token ids (%u):", ids->len);
-  for (guint i = 0; i < ids->len; i++)
-    printf (" %d", g_array_index (ids, gint32, i));
-  printf ("\n");
+  cb_utterance_params_init (p);
+  if (o->seed_set)
+    p->seed = (guint64) o->seed;
+  if (o->max_tokens != UNSET_INT)
+    p->max_tokens = o->max_tokens;
+  const struct { double value; double *field; } reals[] = {
+    { o->cfg_weight, &p->cfg_weight }, { o->temperature, &p->temperature },
+    { o->exaggeration, &p->exaggeration }, { o->min_p, &p->min_p }, { o->top_p, &p->top_p },
+    { o->repetition_penalty, &p->repetition_penalty },
+  };
+  for (guint i = 0; i < G_N_ELEMENTS (reals); i++)
+    if (reals[i].value != UNSET_DOUBLE)
+      *reals[i].field = reals[i].value;
+  p->alignment_guard = o->alignment_guard;
 }
 
 /* Loads the engine (every file validated), says where from and what it holds; with --text prints
@@ -159,6 +181,8 @@ run_model (const Options *o)
   cb_engine_params_init (&p);
   p.model_location = o->model;
   p.threads = o->threads == UNSET_INT ? 0 : o->threads;
+  p.precision = o->precision && !strcmp (o->precision, "bf16") ? CB_PRECISION_BF16
+                                                                : CB_PRECISION_FP32;
   GError *err = NULL;
   CbEngine *e = cb_engine_new (&p, &err);
   if (!e) {
@@ -169,7 +193,6 @@ run_model (const Options *o)
   int status = EXIT_CHECK_FAILED;
   const char *dir = cb_engine_model_dir (e);
   CbConfig cfg;
-  CbTokenizer *tok = NULL;
   char *counts = NULL;
   if (!cli_model_config (dir, &cfg, &err) || !(counts = cli_model_tensor_counts (dir, &cfg, &err)))
     goto out;
@@ -177,16 +200,10 @@ run_model (const Options *o)
   printf ("weights: %s tensors validated\n", counts);
   printf ("threads: %d\n", cb_engine_threads (e));
   if (o->text) {
-    GArray *ids = g_array_new (FALSE, FALSE, sizeof (gint32));
-    char *normalized = NULL;
-    if ((tok = cli_model_tokenizer (dir, &cfg, &err))
-        && cli_text_to_ids (tok, &cfg, o->text, &normalized, ids, &err)) {
-      printf ("normalized text: %s\n", normalized);
-      print_ids (ids);
-    }
-    g_free (normalized);
-    g_array_unref (ids);
-    if (err)
+    CliT3Request r = { .text = o->text, .voice = o->voice, .force_tokens = o->force_tokens,
+                       .dump = o->dump, .max_tokens_set = o->max_tokens != UNSET_INT };
+    utterance_params (o, &r.params);
+    if (!cli_t3_run (e, &r, stdout, &err))
       goto out;
   }
   status = EXIT_SUCCESS;
@@ -195,7 +212,6 @@ out:
     fprintf (stderr, "chatterbox-cli: %s\n", err->message);
     g_error_free (err);
   }
-  cb_tokenizer_free (tok);
   g_free (counts);
   cb_engine_free (e);
   return status;
@@ -205,24 +221,33 @@ int
 main (int argc, char **argv)
 {
   Options o = { .max_tokens = UNSET_INT, .threads = UNSET_INT, .cfg_weight = UNSET_DOUBLE,
-                .temperature = UNSET_DOUBLE };
+                .temperature = UNSET_DOUBLE, .exaggeration = UNSET_DOUBLE, .min_p = UNSET_DOUBLE,
+                .top_p = UNSET_DOUBLE, .repetition_penalty = UNSET_DOUBLE };
   const GOptionEntry entries[] = {
     { "model", 0, 0, G_OPTION_ARG_FILENAME, &o.model,
       "Model directory (default: $CHATTERBOX_MODEL_DIR, then the Hugging Face cache)", "DIR" },
     /* Taken as raw bytes (FILENAME), not converted from the locale; checked as UTF-8 later. */
     { "text", 0, 0, G_OPTION_ARG_FILENAME, &o.text,
-      "Text to speak (for now: prints the normalised text and its token ids)", "TEXT" },
+      "Text to speak (for now: prints the normalised text, its token ids and T3's speech tokens)",
+      "TEXT" },
     { "voice", 0, 0, G_OPTION_ARG_FILENAME, &o.voice, "Voice file (default: the model's conds.pt)", "FILE" },
     { "seed", 0, 0, G_OPTION_ARG_CALLBACK, (gpointer) parse_seed, "Sampling seed", "N" },
     { "max-tokens", 0, 0, G_OPTION_ARG_INT, &o.max_tokens, "Most speech tokens to generate", "N" },
     { "cfg-weight", 0, 0, G_OPTION_ARG_DOUBLE, &o.cfg_weight, "Classifier-free guidance weight", "X" },
     { "temperature", 0, 0, G_OPTION_ARG_DOUBLE, &o.temperature, "Sampling temperature", "X" },
+    { "exaggeration", 0, 0, G_OPTION_ARG_DOUBLE, &o.exaggeration, "Emotion exaggeration (0.5)", "X" },
+    { "min-p", 0, 0, G_OPTION_ARG_DOUBLE, &o.min_p, "Min-p filter (0.05)", "X" },
+    { "top-p", 0, 0, G_OPTION_ARG_DOUBLE, &o.top_p, "Top-p filter (1.0)", "X" },
+    { "repetition-penalty", 0, 0, G_OPTION_ARG_DOUBLE, &o.repetition_penalty,
+      "Repetition penalty (1.2)", "X" },
+    { "alignment-guard", 0, 0, G_OPTION_ARG_NONE, &o.alignment_guard,
+      "Run the alignment-stream guard (the model config's t3_guard group)", NULL },
     { "precision", 0, 0, G_OPTION_ARG_STRING, &o.precision, "T3 weight precision: fp32 or bf16", "fp32|bf16" },
     { "threads", 0, 0, G_OPTION_ARG_INT, &o.threads, "CPU threads (0: all)", "N" },
     { "force-tokens", 0, 0, G_OPTION_ARG_FILENAME, &o.force_tokens,
-      "Teacher-force these speech tokens (safetensors)", "FILE" },
+      "Teacher-force these speech tokens (safetensors, I64/I32 tensor \"tokens\")", "FILE" },
     { "dump", 0, 0, G_OPTION_ARG_FILENAME, &o.dump,
-      "Write conditioning embeddings and per-step logits as safetensors", "DIR" },
+      "Write conditioning embeddings and per-step logits (every stage) to DIR/t3.safetensors", "DIR" },
     { "check-golden", 0, 0, G_OPTION_ARG_FILENAME, &o.check_golden,
       "Compare every stage with a golden directory (tests/reference/make_golden.py)", "DIR" },
     { "strict", 0, 0, G_OPTION_ARG_NONE, &o.strict,
