@@ -3,7 +3,6 @@
 
 #include "model-dir.h"
 #include "safetensors.h"
-#include "text.h"
 #include "weights-layout.h"
 
 gboolean
@@ -54,26 +53,4 @@ cli_model_tensor_counts (const char *model_dir, const CbConfig *cfg, GError **er
     cb_safetensors_free (st);
   }
   return g_string_free (out, FALSE);
-}
-
-gboolean
-cli_text_to_ids (const CbTokenizer *tok, const CbConfig *cfg, const char *text, char **normalized,
-                 GArray *ids, GError **error)
-{
-  char *norm = g_utf8_validate (text, -1, NULL) ? cb_punc_norm (text) : NULL;
-  if (!norm) {
-    g_set_error (error, CB_ERROR, CB_ERROR_INVALID_ARGUMENT, "the text is not valid UTF-8");
-    return FALSE;
-  }
-  gint32 start = cfg->t3.start_text_token, stop = cfg->t3.stop_text_token;
-  guint old_len = ids->len;
-  g_array_append_val (ids, start);
-  if (!cb_tokenizer_encode (tok, norm, ids, error)) {
-    g_array_set_size (ids, old_len);
-    g_free (norm);
-    return FALSE;
-  }
-  g_array_append_val (ids, stop);
-  *normalized = norm;
-  return TRUE;
 }

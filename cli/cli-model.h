@@ -1,6 +1,6 @@
 /* cli-model.h — what chatterbox-cli reads from a model directory besides building the engine: the
- * config, the tokenizer, the tensor counts of the validated weight files, and the text front end
- * exactly as upstream's ChatterboxTTS.generate applies it. */
+ * config, the tokenizer and the tensor counts of the validated weight files (the text front end is
+ * the engine's: cb_utterance_begin). */
 #pragma once
 
 #include "config.h"
@@ -18,10 +18,5 @@ CbTokenizer *cli_model_tokenizer (const char *model_dir, const CbConfig *cfg, GE
 /* "t3_cfg.safetensors 292, ve.safetensors 16, s3gen.safetensors 2489 (1 optional buffer)": every
  * weight file opened and validated against the config (g_free). */
 char        *cli_model_tensor_counts (const char *model_dir, const CbConfig *cfg, GError **error);
-
-/* punc_norm, then the tokenizer, then the start and stop text ids around the result (tts.py
- * generate). *normalized gets the normalised text (g_free); `ids` (gint32) gets the ids. */
-gboolean     cli_text_to_ids (const CbTokenizer *tok, const CbConfig *cfg, const char *text,
-                              char **normalized, GArray *ids, GError **error);
 
 G_END_DECLS
