@@ -151,6 +151,8 @@ cli_t3_run (CbEngine *e, const CliT3Request *r, FILE *out, GError **error)
   /* teacher forcing runs as many steps as there are forced tokens (unless --max-tokens says) */
   if (forced && !r->max_tokens_set)
     p.max_tokens = n_forced;
+  else if (!r->max_tokens_set)
+    p.max_tokens = cb_utterance_default_max_tokens (e);
   const int V = cb_engine_config (e)->t3.speech_tokens_dict_size;
   CbVoice *voice = NULL;
   CbUtterance *u = NULL;

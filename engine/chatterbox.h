@@ -74,8 +74,11 @@ void cb_utterance_params_init (CbUtteranceParams *p);
 /* A stream: everything one utterance at a time needs (KV caches, sampler, guard), allocated
  * here once; begin and next allocate nothing. Sized for texts of up to `max_text_tokens` token
  * ids (start and stop included; 0: the model's t3.max_text_tokens) and up to `max_tokens`
- * speech tokens (0: 1000). Several streams may share one engine (one thread each). */
+ * speech tokens (0: cb_utterance_default_max_tokens). Several streams may share one engine (one
+ * thread each). */
 CbUtterance *cb_utterance_new (CbEngine *e, int max_text_tokens, int max_tokens, GError **error);
+/* 1000, or fewer when the model's speech position table is shorter (small test models). */
+int          cb_utterance_default_max_tokens (const CbEngine *e);
 void         cb_utterance_free (CbUtterance *u);
 
 /* Starts an utterance: punc_norm, the tokenizer, start/stop ids, T3's prefill. voice NULL: the

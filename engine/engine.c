@@ -295,6 +295,12 @@ cb_utterance_params_init (CbUtteranceParams *p)
   };
 }
 
+int
+cb_utterance_default_max_tokens (const CbEngine *e)
+{
+  return MIN (CB_T3_DEFAULT_MAX_TOKENS, cb_config_speech_pos_len (&e->config));
+}
+
 CbUtterance *
 cb_utterance_new (CbEngine *e, int max_text_tokens, int max_tokens, GError **error)
 {
@@ -307,7 +313,7 @@ cb_utterance_new (CbEngine *e, int max_text_tokens, int max_tokens, GError **err
   CbUtterance *u = g_new0 (CbUtterance, 1);
   u->engine = e;
   u->max_text_tokens = max_text_tokens ? max_text_tokens : e->config.t3.max_text_tokens;
-  max_tokens = max_tokens ? max_tokens : CB_T3_DEFAULT_MAX_TOKENS;
+  max_tokens = max_tokens ? max_tokens : cb_utterance_default_max_tokens (e);
   u->decoder = cb_t3_decoder_new (e->t3, u->max_text_tokens, max_tokens, error);
   if (!u->decoder) {
     cb_utterance_free (u);

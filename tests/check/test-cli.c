@@ -2,8 +2,10 @@
  * on a golden directory made here (the test model, text cases from upstream's own outputs in
  * tests/data/text/golden.json, stages without a C implementation) prints one line per stage and
  * case with PASS, FAIL or "not implemented yet" and the right exit status; damaged golden files
- * fail cleanly; flags whose stage does not exist yet exit 2; the committed tests/data/golden
- * passes once it exists. */
+ * fail cleanly; --output exits 2 until S3Gen exists; the committed tests/data/golden passes;
+ * --text on the golden small model prints speech tokens decided by the seed; --force-tokens with
+ * upstream's tokens and --dump write the golden case's conditioning, logits and stages (1e-5). */
+#include <math.h>
 #include <string.h>
 
 #include <json-glib/json-glib.h>
@@ -320,12 +322,14 @@ START_TEST (test_usage_and_pending)
     { "--strict", NULL, 64, "--strict" },
     { "stray", NULL, 64, "unexpected argument 'stray'" },
     { "--check-golden", "/nonexistent/golden", 1, "/nonexistent/golden" },
-    { "--precision", "bf16", 2, "not implemented yet (issue 4)" },
-    { "--dump", "/tmp/x", 2, "--dump: not implemented yet (issue 4)" },
-    { "--force-tokens", "t.safetensors", 2, "not implemented yet (issue 4)" },
+    { "--dump", "/tmp/x", 64, "need --text" },
+    { "--force-tokens", "t.safetensors", 64, "need --text" },
+    { "--voice", "v.pt", 64, "need --text" },
+    { "--min-p", "2", 64, "--min-p" },
+    { "--top-p", "1.5", 64, "--top-p" },
+    { "--repetition-penalty", "0", 64, "--repetition-penalty" },
+    { "--exaggeration", "-2", 64, "--exaggeration" },
     { "--output", "a.wav", 2, "not implemented yet (issue 5)" },
-    { "--seed", "42", 2, "not implemented yet (issue 4)" },
-    { "--voice", "v.wav", 2, "not implemented yet" },
   };
   for (guint i = 0; i < G_N_ELEMENTS (cases); i++) {
     Run r = run_cli (cases[i].a, cases[i].b, NULL);
@@ -338,6 +342,152 @@ START_TEST (test_usage_and_pending)
   Run r = run_cli ("--check-golden", "/tmp", "--model", "/tmp", NULL);
   ck_assert_int_eq (r.status, 64);
   run_clear (&r);
+}
+END_TEST
+
+/* The speech tokens line of a --text run (g_free). */
+static char *
+tokens_line (const Run *r)
+{
+  const char *p = strstr (r->out, "\nspeech tokens (");
+  ck_assert_msg (p != NULL, "no speech tokens:\n%s%s", r->out, r->err);
+  const char *end = strchr (p + 1, '\n');
+  return g_strndup (p + 1, end - p - 1);
+}
+
+/* --text on the golden small model: tokens printed, the seed decides them. */
+START_TEST (test_text_gives_tokens)
+{
+  char *model = cb_test_data_path ("golden/model");
+  const char *text = "Hello there, a few words to speak.";
+  Run a = run_cli ("--model", model, "--threads", "1", "--text", text, "--seed", "5",
+                   "--max-tokens", "40", NULL);
+  ck_assert_msg (a.status == 0, "exit %d:\n%s%s", a.status, a.out, a.err);
+  ck_assert_ptr_nonnull (strstr (a.out, "speech tokens for S3Gen ("));
+  Run b = run_cli ("--model", model, "--threads", "2", "--text", text, "--seed", "5",
+                   "--max-tokens", "40", NULL);
+  Run c = run_cli ("--model", model, "--text", text, "--seed", "6", "--max-tokens", "40", NULL);
+  Run d = run_cli ("--model", model, "--text", text, "--seed", "5", "--max-tokens", "40",
+                   "--cfg-weight", "0", "--temperature", "1.0", "--min-p", "0", "--top-p", "0.9",
+                   "--repetition-penalty", "1.0", "--exaggeration", "0.3", "--alignment-guard",
+                   "--precision", "bf16", NULL);
+  ck_assert_msg (d.status == 0, "exit %d:\n%s%s", d.status, d.out, d.err);
+  ck_assert_ptr_nonnull (strstr (d.out, "alignment guard events: 0x"));
+  char *la = tokens_line (&a), *lb = tokens_line (&b), *lc = tokens_line (&c);
+  ck_assert_str_eq (la, lb);
+  ck_assert_msg (strcmp (la, lc) != 0, "seeds 5 and 6 gave the same tokens: %s", la);
+  ck_assert_msg (!g_str_has_prefix (la, "speech tokens (0)"), "%s", la);
+  g_free (la);
+  g_free (lb);
+  g_free (lc);
+  Run *runs[] = { &a, &b, &c, &d };
+  for (guint i = 0; i < G_N_ELEMENTS (runs); i++)
+    run_clear (runs[i]);
+  g_free (model);
+}
+END_TEST
+
+/* max|ours − ref| / max|ref| over the golden case's top-K ids of each step: ours (n, stride) rows
+ * at column topk_ids[k, j] + offset. */
+static double
+topk_error (const float *ours, gsize stride, gsize offset, const gint64 *ids, const float *ref,
+            int n, int K)
+{
+  double diff = 0, scale = 0;
+  for (int k = 0; k < n; k++)
+    for (int j = 0; j < K; j++) {
+      double r = ref[k * K + j], o = ours[k * stride + offset + ids[k * K + j]];
+      if (!isfinite (r) && r == o)
+        continue;
+      diff = MAX (diff, fabs (o - r));
+      scale = MAX (scale, fabs (r));
+    }
+  return scale > 0 ? diff / scale : diff;
+}
+
+/* --force-tokens with upstream's tokens of the golden "default" case and --dump: the dumped
+ * conditioning, per-step logits of both CFG rows and every processor stage match upstream's
+ * recorded values (relative 1e-5), and the printed tokens are the forced ones. */
+START_TEST (test_force_and_dump_match_golden)
+{
+  char *model = cb_test_data_path ("golden/model");
+  char *case_path = cb_test_data_path ("golden/t3/default.safetensors");
+  GError *err = NULL;
+  CbSafetensors *g = cb_safetensors_open (case_path, &err);
+  ck_assert_msg (g != NULL, "%s", err ? err->message : "");
+  const CbTensorInfo *text = cb_safetensors_get (g, "input.text_utf8", CB_DTYPE_U8, 1, NULL, &err);
+  const CbTensorInfo *tok = cb_safetensors_get (g, "step.tokens", CB_DTYPE_I64, 1, NULL, &err);
+  const CbTensorInfo *ids = cb_safetensors_get (g, "step.topk_ids", CB_DTYPE_I64, 2, NULL, &err);
+  ck_assert_msg (text && tok && ids, "%s", err ? err->message : "");
+  const int n = (int) tok->shape[0], K = (int) ids->shape[1];
+  char *utf8 = g_strndup ((const char *) text->data, text->nbytes);
+
+  char *tmp = g_dir_make_tmp ("cb-cli-XXXXXX", NULL);
+  char *forced = g_build_filename (tmp, "tokens.safetensors", NULL);
+  CbTensorInfo t = { .name = "tokens", .dtype = CB_DTYPE_I64, .ndim = 1, .shape = { n },
+                     .numel = n, .data = tok->data, .nbytes = tok->nbytes };
+  ck_assert (cb_safetensors_write (forced, 1, &t, NULL, &err));
+  char *dump_dir = g_build_filename (tmp, "dump", NULL);
+  Run r = run_cli ("--model", model, "--text", utf8, "--force-tokens", forced, "--dump", dump_dir,
+                   NULL);
+  ck_assert_msg (r.status == 0, "exit %d:\n%s%s", r.status, r.out, r.err);
+  ck_assert_ptr_nonnull (strstr (r.out, "speech tokens (teacher-forced) ("));
+
+  char *dump_path = g_build_filename (dump_dir, "t3.safetensors", NULL);
+  CbSafetensors *d = cb_safetensors_open (dump_path, &err);
+  ck_assert_msg (d != NULL, "%s", err ? err->message : "");
+  const CbTensorInfo *logits = cb_safetensors_get (d, "step.logits", CB_DTYPE_F32, 3, NULL, &err);
+  ck_assert_msg (logits != NULL, "%s", err ? err->message : "");
+  ck_assert_int_eq (logits->shape[0], n);
+  const int V = (int) logits->shape[2];
+  const gint64 *topk = (const gint64 *) ids->data;
+  float *o1 = NULL, *o2 = NULL, *o3 = NULL;
+  const float *ref_cond = cb_safetensors_get_f32 (g, "cond.embeds", 2, NULL, &o1, &err);
+  const float *our_cond = cb_safetensors_get_f32 (d, "cond.embeds", 2, NULL, &o2, &err);
+  ck_assert (ref_cond && our_cond);
+  const CbTensorInfo *ci = cb_safetensors_find (g, "cond.embeds");
+  double cd = 0, cs = 0;
+  for (guint64 i = 0; i < ci->numel; i++) {
+    cd = MAX (cd, fabs (our_cond[i] - ref_cond[i]));
+    cs = MAX (cs, fabs (ref_cond[i]));
+  }
+  g_print ("test-cli: dump vs golden default (%d steps): cond.embeds %.2e", n, cd / cs);
+  ck_assert_msg (cd / cs <= 1e-5, "cond.embeds: relative error %g", cd / cs);
+  static const struct { const char *ours, *ref; int row; } stages[] = {
+    { "step.logits", "step.cond_topk", 0 }, { "step.logits", "step.uncond_topk", 1 },
+    { "step.cfg", "step.cfg_topk", 0 }, { "step.rep", "step.rep_topk", 0 },
+    { "step.temp", "step.temp_topk", 0 }, { "step.minp", "step.minp_topk", 0 },
+    { "step.topp", "step.topp_topk", 0 }, { "step.probs", "step.probs_topk", 0 },
+  };
+  for (guint i = 0; i < G_N_ELEMENTS (stages); i++) {
+    g_clear_pointer (&o1, g_free);
+    g_clear_pointer (&o3, g_free);
+    const float *ours = cb_safetensors_get_f32 (d, stages[i].ours, CB_NDIM_ANY, NULL, &o1, &err);
+    const float *ref = cb_safetensors_get_f32 (g, stages[i].ref, 2, NULL, &o3, &err);
+    ck_assert_msg (ours && ref, "%s", err ? err->message : "");
+    gsize stride = !strcmp (stages[i].ours, "step.logits") ? 2 * (gsize) V : (gsize) V;
+    double e = topk_error (ours, stride, (gsize) stages[i].row * V, topk, ref, n, K);
+    g_print (", %s %.2e", stages[i].ref, e);
+    ck_assert_msg (e <= 1e-5, "%s vs %s: relative error %g", stages[i].ours, stages[i].ref, e);
+  }
+  g_print ("\n");
+  g_free (o1);
+  g_free (o2);
+  g_free (o3);
+  cb_safetensors_free (d);
+  cb_safetensors_free (g);
+  run_clear (&r);
+  g_unlink (dump_path);
+  g_rmdir (dump_dir);
+  g_unlink (forced);
+  g_rmdir (tmp);
+  g_free (dump_path);
+  g_free (dump_dir);
+  g_free (forced);
+  g_free (tmp);
+  g_free (utf8);
+  g_free (case_path);
+  g_free (model);
 }
 END_TEST
 
@@ -371,6 +521,8 @@ cli_suite (void)
   tcase_add_test (tc, test_model_and_text);
   tcase_add_test (tc, test_usage_and_pending);
   tcase_add_test (tc, test_repository_golden);
+  tcase_add_test (tc, test_text_gives_tokens);
+  tcase_add_test (tc, test_force_and_dump_match_golden);
   suite_add_tcase (s, tc);
   return s;
 }
