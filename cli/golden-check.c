@@ -10,6 +10,7 @@
 
 #include "chatterbox.h"
 #include "cli-model.h"
+#include "golden-guard.h"
 #include "safetensors.h"
 #include "t3-golden.h"
 #include "t3-sample.h"
@@ -35,6 +36,8 @@ typedef void (*CaseCheck) (Golden *g, const char *stage, const char *name, const
 
 static void check_text_case (Golden *g, const char *stage, const char *name, const char *path);
 static void check_t3_case (Golden *g, const char *stage, const char *name, const char *path);
+static void check_t3_guard_case (Golden *g, const char *stage, const char *name,
+                                 const char *path);
 
 /* Stages the harness writes, in pipeline order: the C check, or the issue that will bring it. */
 static const struct {
@@ -45,7 +48,7 @@ static const struct {
   { "text", check_text_case, NULL },
   { "voice", NULL, "voice cloning: VE, S3 tokenizer, CAMPPlus; no issue filed yet" },
   { "t3", check_t3_case, NULL },
-  { "t3_guard", NULL, "issue 4" },
+  { "t3_guard", check_t3_guard_case, NULL },
   { "s3gen", NULL, "issue 5" },
   { "hift", NULL, "issue 5" },
 };
@@ -352,6 +355,55 @@ check_t3_case (Golden *g, const char *stage, const char *name, const char *path)
            smp.n_comparable < smp.n_tokens ? " (before the first EOS-less redraw)" : "",
            smp.ended_as_upstream ? "" : ", ended elsewhere", post->str);
   g_string_free (post, TRUE);
+}
+
+/* t3_guard/<kind>: upstream's analyzer on a synthetic sequence, step by step (golden-guard.h),
+ * through the rows API and through the capture buffers the forward pass fills, each on a guard
+ * with 0.1.7's thresholds and the model config's layer and head counts. */
+static void
+check_t3_guard_case (Golden *g, const char *stage, const char *name, const char *path)
+{
+  GError *err = NULL;
+  CbGoldenGuardRun run;
+  if (!cb_golden_guard_open_synthetic (&run, path, &err)) {
+    verdict (g, stage, name, FALSE, "%s", err->message);
+    g_clear_error (&err);
+    cb_golden_guard_close (&run);
+    return;
+  }
+  CbConfig model;
+  if (g->have_config)
+    model = g->cfg;
+  else
+    cb_config_init_default (&model);
+  CbT3GuardConfig gc = cb_t3_guard_config_default ();
+  gc.eos_id = model.t3.stop_speech_token;
+  size_t stride = run.rows[0].row_stride;
+  if (run.frames > 1)
+    stride = MAX (stride, run.rows[1].row_stride);
+  CbGoldenGuardReport rep[2];
+  gboolean ran = TRUE;
+  for (int via_capture = 0; via_capture < 2 && ran; via_capture++) {
+    CbT3Guard *guard = cb_t3_guard_new (&gc, model.llama.num_hidden_layers,
+                                        model.llama.num_attention_heads, run.S,
+                                        run.rows[0].n_rows, stride, &err);
+    ran = guard && cb_golden_guard_run (guard, &run, via_capture, NULL, &rep[via_capture], &err);
+    cb_t3_guard_free (guard);
+  }
+  if (!ran)
+    verdict (g, stage, name, FALSE, "%s", err->message);
+  else
+    verdict (g, stage, name, cb_golden_guard_report_ok (&rep[0])
+                               && cb_golden_guard_report_ok (&rep[1]),
+             "%d frames, decisions %s (rows) / %s (capture)%s%s, alignment rel max err %.1e "
+             "(tolerance %.0e), EOS forced at frame %d (-1: never)", run.frames,
+             rep[0].first_mismatch < 0 ? "as upstream" : "differ",
+             rep[1].first_mismatch < 0 ? "as upstream" : "differ",
+             rep[0].first_mismatch < 0 ? "" : ": ", rep[0].mismatch,
+             MAX (rep[0].alignment_error, rep[1].alignment_error),
+             CB_GOLDEN_GUARD_ALIGNMENT_TOLERANCE, rep[0].forced_at);
+  g_clear_error (&err);
+  cb_golden_guard_close (&run);
 }
 
 /* ---- the model directory ---- */

@@ -505,6 +505,9 @@ START_TEST (test_repository_golden)
   ck_assert_msg (strstr (r.out, "FAIL") == NULL, "%s", r.out);
   assert_line (&r, "model", "files", "tensors validated", "PASS");
   ck_assert_msg (strstr (r.out, "\ntext     ") != NULL, "no text cases:\n%s", r.out);
+  assert_line (&r, "t3_guard", "long_tail", "decisions as upstream (rows) / as upstream (capture)",
+               "PASS");
+  assert_line (&r, "t3_guard", "none", "EOS forced at frame -1", "PASS");
   run_clear (&r);
   g_free (dir);
 }
