@@ -125,38 +125,12 @@ load_builtin_voice (CbEngine *e, GError **error)
 
 /* The guard's thresholds live in t3-decode's guard (0.1.7's values); only the heads travel through
  * CbT3Options so far, so a config asking for other thresholds is refused rather than ignored. */
-static gboolean
-check_guard_thresholds (const CbEngine *e, GError **error)
-{
-  const CbT3GuardSettings *s = &e->config.t3_guard;
-  const CbT3GuardConfig d = cb_t3_guard_config_default ();
-  gboolean same = s->discontinuity_back == d.discontinuity_back
-      && s->discontinuity_forward == d.discontinuity_forward
-      && s->false_start_head_cols == d.false_start_head_cols
-      && (float) s->false_start_head_min == d.false_start_head_min
-      && s->false_start_tail_cols == d.false_start_tail_cols
-      && (float) s->false_start_tail_max == d.false_start_tail_max
-      && s->complete_margin == d.complete_margin && s->long_tail_cols == d.long_tail_cols
-      && (float) s->long_tail_frames == d.long_tail_frames
-      && s->repetition_skip_cols == d.repetition_skip_cols
-      && (float) s->repetition_frames == d.repetition_frames
-      && s->suppress_min_text == d.suppress_min_text && s->suppress_margin == d.suppress_margin
-      && (float) s->force_value == d.force_value && s->token_repetition == d.token_repetition;
-  if (!same)
-    g_set_error (error, CB_ERROR, CB_ERROR_UNSUPPORTED,
-                 "%s: t3_guard thresholds other than upstream 0.1.7's are not wired into the "
-                 "decoder yet (only t3_guard.llama_aligned_heads is)", e->model_dir);
-  return same;
-}
-
 /* T3 with the config's guard heads; then the built-in voice's conditioning at the default
  * exaggeration is computed once into T3's voice cache, so a stream's first utterance with it
  * only copies the prefix. */
 static gboolean
 build_t3 (CbEngine *e, CbPrecision precision, GError **error)
 {
-  if (!check_guard_thresholds (e, error))
-    return FALSE;
   CbT3Options o;
   cb_t3_options_init (&o);
   o.precision = precision == CB_PRECISION_BF16 ? CB_T3_PRECISION_BF16 : CB_T3_PRECISION_FP32;

@@ -18,6 +18,35 @@ struct CbT3Decoder {
   guint        guard_flags, guard_flags_all;
 };
 
+/* The guard's configuration: thresholds from the model config's t3_guard group, heads from the
+ * options the forward pass captures with (the engine fills those from the same group). */
+static CbT3GuardConfig
+guard_config_from (const CbConfig *cfg, const CbT3Options *o)
+{
+  const CbT3GuardSettings *s = &cfg->t3_guard;
+  CbT3GuardConfig gc = cb_t3_guard_config_default ();
+  gc.eos_id = cfg->t3.stop_speech_token;
+  gc.n_heads = MIN (o->n_guard_heads, CB_T3_GUARD_MAX_HEADS);
+  for (int i = 0; i < gc.n_heads; i++)
+    gc.layer[i] = o->guard_layer[i], gc.head[i] = o->guard_head[i];
+  gc.discontinuity_back = s->discontinuity_back;
+  gc.discontinuity_forward = s->discontinuity_forward;
+  gc.false_start_head_cols = s->false_start_head_cols;
+  gc.false_start_head_min = (float) s->false_start_head_min;
+  gc.false_start_tail_cols = s->false_start_tail_cols;
+  gc.false_start_tail_max = (float) s->false_start_tail_max;
+  gc.complete_margin = s->complete_margin;
+  gc.long_tail_cols = s->long_tail_cols;
+  gc.long_tail_frames = (float) s->long_tail_frames;
+  gc.repetition_skip_cols = s->repetition_skip_cols;
+  gc.repetition_frames = (float) s->repetition_frames;
+  gc.suppress_min_text = s->suppress_min_text;
+  gc.suppress_margin = s->suppress_margin;
+  gc.force_value = (float) s->force_value;
+  gc.token_repetition = s->token_repetition;
+  return gc;
+}
+
 CbT3Decoder *
 cb_t3_decoder_new (CbT3 *t3, int max_text_tokens, int max_tokens, GError **error)
 {
@@ -35,13 +64,7 @@ cb_t3_decoder_new (CbT3 *t3, int max_text_tokens, int max_tokens, GError **error
                                   cfg->t3.stop_speech_token, error);
   if (!d->sampler)
     goto fail;
-  /* the guard reads the heads the forward pass captures */
-  CbT3GuardConfig gc = cb_t3_guard_config_default ();
-  const CbT3Options *o = cb_t3_options (t3);
-  gc.eos_id = cfg->t3.stop_speech_token;
-  gc.n_heads = MIN (o->n_guard_heads, CB_T3_GUARD_MAX_HEADS);
-  for (int i = 0; i < gc.n_heads; i++)
-    gc.layer[i] = o->guard_layer[i], gc.head[i] = o->guard_head[i];
+  CbT3GuardConfig gc = guard_config_from (cfg, cb_t3_options (t3));
   d->guard = cb_t3_guard_new (&gc, cfg->llama.num_hidden_layers, cfg->llama.num_attention_heads,
                               max_text_tokens, 0, 0, error);
   if (!d->guard)
