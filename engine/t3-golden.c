@@ -362,16 +362,24 @@ cb_t3_golden_run_case (CbT3 *t3, CbT3State *s, const char *path, CbT3GoldenRepor
 
 /* ---- sampling: the whole decoding loop with upstream's recorded draws ---- */
 
-static gboolean
-sample_case (CbT3 *t3, Case *c, CbT3GoldenSampling *out)
+/* The sampling settings a case was recorded with (its metadata). */
+static CbT3SampleParams
+case_sample_params (Case *c)
 {
-  Inputs in;
   CbT3SampleParams p = cb_t3_sample_params_default ();
   p.cfg_weight = meta (c, "cfg_weight");
   p.temperature = meta (c, "temperature");
   p.repetition_penalty = meta (c, "repetition_penalty");
   p.min_p = meta (c, "min_p");
   p.top_p = meta (c, "top_p");
+  return p;
+}
+
+static gboolean
+sample_case (CbT3 *t3, Case *c, CbT3GoldenSampling *out)
+{
+  Inputs in;
+  CbT3SampleParams p = case_sample_params (c);
   const double max_new = meta (c, "max_new_tokens");
   if (!read_inputs (c, &in))
     return FALSE;
@@ -438,12 +446,7 @@ static gboolean
 guard_case (CbT3 *t3, Case *c, CbT3GoldenGuard *out)
 {
   Inputs in;
-  CbT3SampleParams p = cb_t3_sample_params_default ();
-  p.cfg_weight = meta (c, "cfg_weight");
-  p.temperature = meta (c, "temperature");
-  p.repetition_penalty = meta (c, "repetition_penalty");
-  p.min_p = meta (c, "min_p");
-  p.top_p = meta (c, "top_p");
+  CbT3SampleParams p = case_sample_params (c);
   p.alignment_guard = TRUE;
   if (!read_inputs (c, &in))
     return FALSE;

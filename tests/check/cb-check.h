@@ -25,6 +25,16 @@ cb_test_data_path (const char *rel)
   return g_build_filename (dir ? dir : "tests/data", rel, NULL);
 }
 
+/* Path of a file under tests/data/golden (the harness's committed output); free with g_free. */
+static inline char *
+cb_test_golden_path (const char *rel)
+{
+  char *base = cb_test_data_path ("golden");
+  char *p = g_build_filename (base, rel, NULL);
+  g_free (base);
+  return p;
+}
+
 /* A fresh private temporary directory for one test; free with g_free (contents are left for
  * inspection on failure and are under the build directory). */
 static inline char *

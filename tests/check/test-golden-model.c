@@ -11,18 +11,9 @@
 #include "config.h"
 #include "safetensors.h"
 
-static char *
-golden_path (const char *rel)
-{
-  char *base = cb_test_data_path ("golden");
-  char *p = g_build_filename (base, rel, NULL);
-  g_free (base);
-  return p;
-}
-
 START_TEST (test_engine_validates_golden_model)
 {
-  char *dir = golden_path ("model");
+  char *dir = cb_test_golden_path ("model");
   CbEngineParams p;
   cb_engine_params_init (&p);
   p.model_location = dir;
@@ -60,9 +51,9 @@ assert_same_bits (const CbSafetensors *golden, const char *name, CbDType dtype, 
 
 START_TEST (test_conds_bit_for_bit)
 {
-  char *cfg_path = golden_path ("model/chatterbox-config.json");
-  char *conds_path = golden_path ("model/conds.pt");
-  char *voice_path = golden_path ("voice/long.safetensors");
+  char *cfg_path = cb_test_golden_path ("model/chatterbox-config.json");
+  char *conds_path = cb_test_golden_path ("model/conds.pt");
+  char *voice_path = cb_test_golden_path ("voice/long.safetensors");
   GError *err = NULL;
   CbConfig cfg;
   cb_config_init_default (&cfg);

@@ -24,21 +24,12 @@ static CbConfig       cfg;
 static CbSafetensors *weights;
 static CbT3          *t3_fp32, *t3_bf16;
 
-static char *
-golden_path (const char *rel)
-{
-  char *base = cb_test_data_path ("golden");
-  char *p = g_build_filename (base, rel, NULL);
-  g_free (base);
-  return p;
-}
-
 static void
 setup (void)
 {
   GError *err = NULL;
-  char *json = golden_path ("model/chatterbox-config.json");
-  char *st = golden_path ("model/t3_cfg.safetensors");
+  char *json = cb_test_golden_path ("model/chatterbox-config.json");
+  char *st = cb_test_golden_path ("model/t3_cfg.safetensors");
   cb_config_init_default (&cfg);
   ck_assert_msg (cb_config_load_json (&cfg, json, &err), "%s", err ? err->message : "");
   weights = cb_safetensors_open (st, &err);
@@ -148,7 +139,7 @@ static void
 run_case (const char *name, Figures *f)
 {
   char *rel = g_strdup_printf ("t3/%s.safetensors", name);
-  char *path = golden_path (rel);
+  char *path = cb_test_golden_path (rel);
   GError *err = NULL;
   CbSafetensors *st = cb_safetensors_open (path, &err);
   ck_assert_msg (st != NULL, "%s", err ? err->message : "");

@@ -59,21 +59,12 @@ static CbConfig       cfg;
 static CbSafetensors *weights;
 static CbT3          *t3;
 
-static char *
-golden_path (const char *rel)
-{
-  char *base = cb_test_data_path ("golden");
-  char *p = g_build_filename (base, rel, NULL);
-  g_free (base);
-  return p;
-}
-
 static void
 setup (void)
 {
   GError *err = NULL;
-  char *json = golden_path ("model/chatterbox-config.json");
-  char *st = golden_path ("model/t3_cfg.safetensors");
+  char *json = cb_test_golden_path ("model/chatterbox-config.json");
+  char *st = cb_test_golden_path ("model/t3_cfg.safetensors");
   cb_config_init_default (&cfg);
   ck_assert_msg (cb_config_load_json (&cfg, json, &err), "%s", err ? err->message : "");
   weights = cb_safetensors_open (st, &err);
@@ -100,7 +91,7 @@ START_TEST (test_golden_case)
 {
   const char *name = cases[_i];
   char *rel = g_strdup_printf ("t3/%s.safetensors", name);
-  char *path = golden_path (rel);
+  char *path = cb_test_golden_path (rel);
   GError *err = NULL;
   CbT3GoldenReport r;
   gboolean ok = cb_t3_golden_run_case (t3, NULL, path, &r, &err);
@@ -124,7 +115,7 @@ START_TEST (test_golden_sampling)
 {
   const char *name = cases[_i];
   char *rel = g_strdup_printf ("t3/%s.safetensors", name);
-  char *path = golden_path (rel);
+  char *path = cb_test_golden_path (rel);
   GError *err = NULL;
   CbT3GoldenSampling r;
   ck_assert_msg (cb_t3_golden_sample_case (t3, path, &r, &err), "%s: %s", name,
@@ -146,7 +137,7 @@ START_TEST (test_golden_guard)
 {
   const char *name = cases[_i];
   char *rel = g_strdup_printf ("t3/%s.safetensors", name);
-  char *path = golden_path (rel);
+  char *path = cb_test_golden_path (rel);
   GError *err = NULL;
   CbT3GoldenGuard r;
   ck_assert_msg (cb_t3_golden_guard_case (t3, path, &r, &err), "%s: %s", name,
@@ -172,7 +163,7 @@ START_TEST (test_golden_detects_difference)
   CbT3 *other = cb_t3_new (&cfg, weights, &o, &err);
   ck_assert_msg (other != NULL, "%s", err ? err->message : "");
   CbT3State *s = cb_t3_state_new (other, MAX_TEXT, MAX_STEPS, &err);
-  char *path = golden_path ("t3/one_token.safetensors");
+  char *path = cb_test_golden_path ("t3/one_token.safetensors");
   CbT3GoldenReport r;
   ck_assert (cb_t3_golden_run_case (other, s, path, &r, &err));
   ck_assert_msg (r.attn > 1e-2, "attention of another head matched: %.3e", r.attn);
@@ -192,7 +183,7 @@ START_TEST (test_golden_cases_on_one_state)
   ck_assert_msg (s != NULL, "%s", err ? err->message : "");
   for (guint i = 0; i < G_N_ELEMENTS (cases); i++) {
     char *rel = g_strdup_printf ("t3/%s.safetensors", cases[G_N_ELEMENTS (cases) - 1 - i]);
-    char *path = golden_path (rel);
+    char *path = cb_test_golden_path (rel);
     CbT3GoldenReport r;
     ck_assert_msg (cb_t3_golden_run_case (t3, s, path, &r, &err), "%s", err ? err->message : "");
     ck_assert_msg (cb_t3_golden_report_max (&r) <= TOLERANCE, "%s after other utterances: %.3e",
