@@ -7,67 +7,13 @@
 #include "t3.h"
 
 #include "parallel.h"
+#include "weights-view.h"
 
 #include <stdarg.h>
 #include <string.h>
 
-typedef struct {
-  const CbSafetensors *st;
-  CbT3Weights         *w;
-  GError             **error;
-  gboolean             ok;
-} Loader;
-
-/* The tensor `name` (printf-style) with shape dims[0..ndim), or NULL (first error kept). */
-static const float *
-view (Loader *ld, int ndim, const int64_t *dims, const char *fmt, ...) G_GNUC_PRINTF (4, 5);
-
-static const float *
-view (Loader *ld, int ndim, const int64_t *dims, const char *fmt, ...)
-{
-  if (!ld->ok)
-    return NULL;
-  va_list ap;
-  va_start (ap, fmt);
-  char *name = g_strdup_vprintf (fmt, ap);
-  va_end (ap);
-  float *owned = NULL;
-  const float *p = cb_safetensors_get_f32 (ld->st, name, ndim, dims, &owned, ld->error);
-  g_free (name);
-  if (!p) {
-    ld->ok = FALSE;
-    return NULL;
-  }
-  if (owned)
-    g_ptr_array_add (ld->w->owned, owned);
-  return p;
-}
-
-static const float *
-vec (Loader *ld, int64_t n, const char *name, const char *suffix)
-{
-  int64_t d[1] = { n };
-  return view (ld, 1, d, "%s%s", name, suffix);
-}
-
-static const float *
-mat (Loader *ld, int64_t rows, int64_t cols, const char *name, const char *suffix)
-{
-  int64_t d[2] = { rows, cols };
-  return view (ld, 2, d, "%s%s", name, suffix);
-}
-
-/* nn.Linear(in, out): weight (out, in), bias (out) when `bias`. */
 static void
-linear (Loader *ld, const float **weight, const float **b, const char *prefix, int64_t out,
-        int64_t in, gboolean bias)
-{
-  *weight = mat (ld, out, in, prefix, ".weight");
-  *b = bias ? vec (ld, out, prefix, ".bias") : NULL;
-}
-
-static void
-load_layer (Loader *ld, CbT3Layer *l, int i, const CbLlamaConfig *c)
+load_layer (CbWeightLoader *ld, CbT3Layer *l, int i, const CbLlamaConfig *c)
 {
   const int64_t H = c->hidden_size, I = c->intermediate_size;
   const int64_t qdim = (int64_t) c->num_attention_heads * c->head_dim;
@@ -75,15 +21,22 @@ load_layer (Loader *ld, CbT3Layer *l, int i, const CbLlamaConfig *c)
   char *p = g_strdup_printf ("tfmr.layers.%d.", i);
   char *name = NULL;
 #define SUB(s) (g_free (name), name = g_strconcat (p, s, NULL))
-  l->input_layernorm = vec (ld, H, SUB ("input_layernorm"), ".weight");
-  linear (ld, &l->q_proj, &l->q_bias, SUB ("self_attn.q_proj"), qdim, H, c->attention_bias);
-  linear (ld, &l->k_proj, &l->k_bias, SUB ("self_attn.k_proj"), kvdim, H, c->attention_bias);
-  linear (ld, &l->v_proj, &l->v_bias, SUB ("self_attn.v_proj"), kvdim, H, c->attention_bias);
-  linear (ld, &l->o_proj, &l->o_bias, SUB ("self_attn.o_proj"), H, qdim, c->attention_bias);
-  l->post_attention_layernorm = vec (ld, H, SUB ("post_attention_layernorm"), ".weight");
-  linear (ld, &l->gate_proj, &l->gate_bias, SUB ("mlp.gate_proj"), I, H, c->mlp_bias);
-  linear (ld, &l->up_proj, &l->up_bias, SUB ("mlp.up_proj"), I, H, c->mlp_bias);
-  linear (ld, &l->down_proj, &l->down_bias, SUB ("mlp.down_proj"), H, I, c->mlp_bias);
+  l->input_layernorm = cb_wl_vec (ld, H, "%s.weight", SUB ("input_layernorm"));
+  cb_wl_linear (ld, &l->q_proj, &l->q_bias, qdim, H, c->attention_bias, 
+                "%s", SUB ("self_attn.q_proj"));
+  cb_wl_linear (ld, &l->k_proj, &l->k_bias, kvdim, H, c->attention_bias, 
+                "%s", SUB ("self_attn.k_proj"));
+  cb_wl_linear (ld, &l->v_proj, &l->v_bias, kvdim, H, c->attention_bias, 
+                "%s", SUB ("self_attn.v_proj"));
+  cb_wl_linear (ld, &l->o_proj, &l->o_bias, H, qdim, c->attention_bias, 
+                "%s", SUB ("self_attn.o_proj"));
+  l->post_attention_layernorm = cb_wl_vec (ld, H, "%s.weight", SUB ("post_attention_layernorm"));
+  cb_wl_linear (ld, &l->gate_proj, &l->gate_bias, I, H, c->mlp_bias, 
+                "%s", SUB ("mlp.gate_proj"));
+  cb_wl_linear (ld, &l->up_proj, &l->up_bias, I, H, c->mlp_bias, 
+                "%s", SUB ("mlp.up_proj"));
+  cb_wl_linear (ld, &l->down_proj, &l->down_bias, H, I, c->mlp_bias, 
+                "%s", SUB ("mlp.down_proj"));
 #undef SUB
   g_free (name);
   g_free (p);
@@ -94,40 +47,42 @@ cb_t3_weights_init (CbT3Weights *w, const CbConfig *cfg, const CbSafetensors *st
 {
   memset (w, 0, sizeof *w);
   w->owned = g_ptr_array_new_with_free_func (g_free);
-  Loader ld = { st, w, error, TRUE };
+  CbWeightLoader ld;
+  cb_weight_loader_init (&ld, st, w->owned, error);
   const CbT3Config *t = &cfg->t3;
   const CbPerceiverConfig *pc = &cfg->perceiver;
   const int64_t H = cfg->llama.hidden_size;
 
-  w->text_emb = mat (&ld, t->text_tokens_dict_size, H, "text_emb", ".weight");
-  w->speech_emb = mat (&ld, t->speech_tokens_dict_size, H, "speech_emb", ".weight");
-  w->text_pos_emb = mat (&ld, cb_config_text_pos_len (cfg), H, "text_pos_emb", ".emb.weight");
-  w->speech_pos_emb = mat (&ld, cb_config_speech_pos_len (cfg), H, "speech_pos_emb",
-                           ".emb.weight");
-  linear (&ld, &w->spkr_enc, &w->spkr_enc_bias, "cond_enc.spkr_enc", H, t->speaker_embed_size,
-          TRUE);
+  w->text_emb = cb_wl_mat (&ld, t->text_tokens_dict_size, H, "text_emb.weight");
+  w->speech_emb = cb_wl_mat (&ld, t->speech_tokens_dict_size, H, "speech_emb.weight");
+  w->text_pos_emb = cb_wl_mat (&ld, cb_config_text_pos_len (cfg), H,
+                               "text_pos_emb.emb.weight");
+  w->speech_pos_emb = cb_wl_mat (&ld, cb_config_speech_pos_len (cfg), H,
+                                 "speech_pos_emb.emb.weight");
+  cb_wl_linear (&ld, &w->spkr_enc, &w->spkr_enc_bias, H, t->speaker_embed_size, TRUE,
+                "cond_enc.spkr_enc");
   if (t->emotion_adv)
-    w->emotion_adv_fc = mat (&ld, H, 1, "cond_enc.emotion_adv_fc", ".weight");
+    w->emotion_adv_fc = cb_wl_mat (&ld, H, 1, "cond_enc.emotion_adv_fc.weight");
   if (t->use_perceiver_resampler) {
     const int64_t E = pc->embedding_dim;
     int64_t qd[3] = { 1, pc->pre_attention_query_token, pc->pre_attention_query_size };
-    w->perceiver_query = view (&ld, 3, qd, "cond_enc.perceiver.pre_attention_query");
-    w->perceiver_norm = vec (&ld, E, "cond_enc.perceiver.attn.norm", ".weight");
-    w->perceiver_norm_bias = vec (&ld, E, "cond_enc.perceiver.attn.norm", ".bias");
-    linear (&ld, &w->perceiver_to_q, &w->perceiver_to_q_bias, "cond_enc.perceiver.attn.to_q",
-            E, E, TRUE);
-    linear (&ld, &w->perceiver_to_k, &w->perceiver_to_k_bias, "cond_enc.perceiver.attn.to_k",
-            E, E, TRUE);
-    linear (&ld, &w->perceiver_to_v, &w->perceiver_to_v_bias, "cond_enc.perceiver.attn.to_v",
-            E, E, TRUE);
-    linear (&ld, &w->perceiver_proj_out, &w->perceiver_proj_out_bias,
-            "cond_enc.perceiver.attn.proj_out", E, E, TRUE);
+    w->perceiver_query = cb_wl_tensor (&ld, 3, qd, "cond_enc.perceiver.pre_attention_query");
+    w->perceiver_norm = cb_wl_vec (&ld, E, "cond_enc.perceiver.attn.norm.weight");
+    w->perceiver_norm_bias = cb_wl_vec (&ld, E, "cond_enc.perceiver.attn.norm.bias");
+    cb_wl_linear (&ld, &w->perceiver_to_q, &w->perceiver_to_q_bias, E, E, TRUE,
+                  "cond_enc.perceiver.attn.to_q");
+    cb_wl_linear (&ld, &w->perceiver_to_k, &w->perceiver_to_k_bias, E, E, TRUE,
+                  "cond_enc.perceiver.attn.to_k");
+    cb_wl_linear (&ld, &w->perceiver_to_v, &w->perceiver_to_v_bias, E, E, TRUE,
+                  "cond_enc.perceiver.attn.to_v");
+    cb_wl_linear (&ld, &w->perceiver_proj_out, &w->perceiver_proj_out_bias, E, E, TRUE,
+                  "cond_enc.perceiver.attn.proj_out");
   }
   w->layers = g_new0 (CbT3Layer, cfg->llama.num_hidden_layers);
   for (int i = 0; i < cfg->llama.num_hidden_layers; i++)
     load_layer (&ld, &w->layers[i], i, &cfg->llama);
-  w->norm = vec (&ld, H, "tfmr.norm", ".weight");
-  w->speech_head = mat (&ld, t->speech_tokens_dict_size, H, "speech_head", ".weight");
+  w->norm = cb_wl_vec (&ld, H, "tfmr.norm.weight");
+  w->speech_head = cb_wl_mat (&ld, t->speech_tokens_dict_size, H, "speech_head.weight");
   if (!ld.ok)
     cb_t3_weights_clear (w);
   return ld.ok;
