@@ -1,0 +1,2 @@
+/* hift.c — being written (issue 5). */
+#include "cb-common.h"
