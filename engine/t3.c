@@ -21,6 +21,7 @@ typedef struct {
   int      n_prompt;
   float    exaggeration;
   int      cond_len;
+  guint64  generation;    /* bumped whenever the entry is (re)filled */
   float   *embeds;        /* (max_cond_len, H) */
   float   *kv;            /* (layers, 2, max_cond_len, kvdim): keys then values of each layer */
 } CondEntry;
@@ -59,6 +60,12 @@ struct CbT3State {
   float   *guard;        /* (n_guard, 2, max_seq) captured attention rows */
   float   *cond;         /* (max_cond_len, H) current voice's cond embeddings */
   float   *cond_scratch;
+  /* Which voice's prefix rows [0, C) of each CFG row's KV cache hold: an utterance only writes
+   * positions >= C, so when the next utterance has the same voice (the usual case: one voice, many
+   * sentences) the prefix is still there and begin copies nothing. */
+  const CondEntry *prefix_entry;
+  guint64  prefix_generation;
+  guint    prefix_rows;  /* bit r: row r holds prefix_entry's KV */
   /* per utterance */
   int      n_rows;       /* 2 with CFG, 1 at cfg_weight 0 */
   int      cond_len, n_text;
@@ -467,6 +474,7 @@ fill_entry (CbT3State *s, CondEntry *e, const CbConds *voice, float exaggeration
   s->cond_misses++;
 
   e->used = TRUE;
+  e->generation++;
   memcpy (e->speaker_emb, voice->speaker_emb, voice->speaker_embed_size * sizeof (float));
   if (voice->n_cond_prompt_tokens > 0)
     memcpy (e->prompt, voice->cond_prompt_tokens, voice->n_cond_prompt_tokens * sizeof (int32_t));
@@ -474,6 +482,10 @@ fill_entry (CbT3State *s, CondEntry *e, const CbConds *voice, float exaggeration
   e->exaggeration = exaggeration;
   e->cond_len = C;
   memcpy (e->embeds, s->embeds, (gsize) C * H * sizeof (float));
+  /* the forward above left the prefix in row 0 (and overwrote whatever row 0 held) */
+  s->prefix_entry = e;
+  s->prefix_generation = e->generation;
+  s->prefix_rows = 1u;
   const gsize n = layer_kv_floats (t3, C);
   for (int l = 0; l < cfg->llama.num_hidden_layers; l++) {
     float *dst = e->kv + (gsize) l * 2 * layer_kv_floats (t3, t3->max_cond_len);
@@ -483,7 +495,8 @@ fill_entry (CbT3State *s, CondEntry *e, const CbConds *voice, float exaggeration
   }
 }
 
-/* Puts the voice's cond prefix into the KV caches of every row (computing it on a cache miss). */
+/* Puts the voice's cond prefix into the KV caches of every row (computing it on a cache miss;
+ * copying it only into rows that do not hold it already). */
 static void
 load_cond_prefix (CbT3State *s, const CbConds *voice, float exaggeration)
 {
@@ -501,14 +514,23 @@ load_cond_prefix (CbT3State *s, const CbConds *voice, float exaggeration)
   e->last_use = ++t3->cache_tick;
   s->cond_len = e->cond_len;
   memcpy (s->cond, e->embeds, (gsize) e->cond_len * H * sizeof (float));
+  if (s->prefix_entry != e || s->prefix_generation != e->generation) {
+    s->prefix_entry = e;
+    s->prefix_generation = e->generation;
+    s->prefix_rows = 0;
+  }
   const gsize n = layer_kv_floats (t3, e->cond_len);
-  for (int r = 0; r < s->n_rows; r++)
+  for (int r = 0; r < s->n_rows; r++) {
+    if (s->prefix_rows & (1u << r))
+      continue;
+    s->prefix_rows |= 1u << r;
     for (int l = 0; l < t3->cfg->llama.num_hidden_layers; l++) {
       const float *src = e->kv + (gsize) l * 2 * layer_kv_floats (t3, t3->max_cond_len);
       memcpy (kv_at (s, s->kcache, r, l), src, n * sizeof (float));
       memcpy (kv_at (s, s->vcache, r, l), src + layer_kv_floats (t3, t3->max_cond_len),
               n * sizeof (float));
     }
+  }
   g_mutex_unlock (&t3->cache_lock);
 }
 

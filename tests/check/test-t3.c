@@ -247,6 +247,10 @@ START_TEST (test_no_state_leak)
   run_utterance (s, text_a, 6, &a, 0.5f, 0.5f, toks_a, 4, fresh_a);
   ck_assert_uint_eq (cb_t3_state_cond_misses (s), misses); /* voice a came from the cache */
   ck_assert (memcmp (first_a, fresh_a, 5 * per * sizeof (float)) == 0);
+  /* same voice, but the previous utterance had one CFG row: row 1's prefix must be (re)loaded */
+  run_utterance (s, text_a, 6, &a, 0.0f, 0.5f, toks_a, 4, fresh_a);
+  run_utterance (s, text_a, 6, &a, 0.5f, 0.5f, toks_a, 4, fresh_a);
+  ck_assert (memcmp (first_a, fresh_a, 5 * per * sizeof (float)) == 0);
 
   /* a fresh model and state (no cache) give the same bits */
   CbT3 *t3b = cb_t3_new (&cfg, weights, NULL, &err);
