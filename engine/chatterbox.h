@@ -4,9 +4,9 @@
  * hyperparameters, the built-in voice. It is made in the element's NULL→READY transition and reused
  * for every utterance until a `recompile` asks for a new one.
  *
- * Status: cb_engine_new() locates, opens and validates the model files and builds T3 (issue 4):
- * a CbUtterance turns text into speech tokens. S3Gen and HiFT (tokens to audio) come with issue 5;
- * until then cb_engine_synthesis_available() is FALSE and says why. */
+ * cb_engine_new() locates, opens and validates the model files and builds T3, S3Gen and HiFT; a
+ * CbUtterance turns text into speech tokens (T3) and those into 24 kHz PCM in chunks
+ * (cb_utterance_read_audio). */
 #pragma once
 
 #include "cb-common.h"
@@ -67,6 +67,12 @@ typedef struct {
   int      max_tokens;          /* 1000 (upstream's max_new_tokens); must be 1 .. the stream's
                                  * max_tokens: 0 is CB_ERROR_INVALID_ARGUMENT */
   gboolean alignment_guard;     /* FALSE (upstream English); TRUE runs the t3_guard analyzer */
+  /* audio streaming (s3gen-stream.c): the first chunk is decoded once T3 has made chunk_tokens
+   * speech tokens (25 = 1 s of audio); each later one once its new frames are at least the frames
+   * it re-runs (voice prompt + context_tokens of left context), so it costs at most twice its
+   * output. The seed also keys the S3Gen/HiFT noise. */
+  int      chunk_tokens;        /* 25 */
+  int      context_tokens;      /* 50; < 0: every token so far */
 } CbUtteranceParams;
 
 void cb_utterance_params_init (CbUtteranceParams *p);
@@ -100,6 +106,23 @@ const gint32 *cb_utterance_tokens (const CbUtterance *u, int *n);
 /* The tokens S3Gen takes (upstream's post-processing: up to the stop token, ids < 6561 only);
  * valid until the next begin. */
 const gint32 *cb_utterance_speech_tokens (CbUtterance *u, int *n);
+
+/* ---- audio ---- */
+
+/* The next piece of the utterance's audio: runs T3 until the streaming schedule calls for a chunk
+ * (or T3 ends), decodes it with S3Gen and HiFT and returns its PCM (24 kHz mono float in [-1, 1],
+ * valid until the next call on this stream). *done is TRUE with the last piece (which may be
+ * empty). Pieces join without gaps or overlaps; their total equals a whole decode's length.
+ * FALSE with an error when no utterance is in progress, on cancellation (CB_ERROR_CANCELLED) or a
+ * failure; the utterance is over then. */
+gboolean cb_utterance_read_audio (CbUtterance *u, const float **pcm, gsize *n_samples,
+                                  gboolean *done, GError **error);
+/* Stops the current utterance from any thread: the stream's next check (between T3 steps,
+ * estimator evaluations and HiFT windows) ends it with CB_ERROR_CANCELLED. */
+void     cb_utterance_cancel (CbUtterance *u);
+/* Audio chunks decoded and CFM estimator frame-evaluations spent since begin. */
+int      cb_utterance_audio_chunks (const CbUtterance *u);
+guint64  cb_utterance_frame_evals (const CbUtterance *u);
 
 /* What the alignment guard did since begin: CbGuardEvent bits ORed (0 when it is off). */
 typedef enum {

@@ -5,6 +5,7 @@
 #include "chatterbox.h"
 #include "conds.h"
 #include "config.h"
+#include "s3gen.h"
 #include "t3-decode.h"
 
 G_BEGIN_DECLS
@@ -13,6 +14,8 @@ const CbConfig *cb_engine_config (const CbEngine *e);
 CbT3           *cb_engine_t3 (CbEngine *e);
 /* The voice's conditionals (the built-in voice when v is NULL). */
 const CbConds  *cb_engine_voice_conds (const CbEngine *e, const CbVoice *v);
+CbS3Gen        *cb_engine_s3gen (CbEngine *e);
+const CbS3GenVoice *cb_engine_s3gen_voice (const CbEngine *e, const CbVoice *v);
 
 /* The stream's decoder: after cb_utterance_begin, cb_t3_decoder_next_full may drive it instead
  * of cb_utterance_next (the utterance's token lists read the same sampler). */

@@ -8,6 +8,7 @@
 
 #include "model-dir.h"
 #include "ops.h"
+#include "s3gen.h"
 #include "safetensors.h"
 #include "text.h"
 #include "tokenizer.h"
@@ -23,10 +24,13 @@ struct CbEngine {
   CbTokenizer *tokenizer;
   CbConds *builtin_voice;       /* conds.pt */
   CbT3 *t3;                     /* built once: weight views, RoPE, guard heads, voice cache */
+  CbS3Gen *s3gen;               /* built once: flow encoder, CFM estimator, HiFT */
+  CbS3GenVoice builtin_s3gen_voice;
 };
 
 struct CbVoice {
   CbConds *conds;
+  CbS3GenVoice s3gen;           /* the voice's S3Gen conditioning, computed once */
 };
 
 struct CbUtterance {
@@ -37,6 +41,11 @@ struct CbUtterance {
   GArray      *text_ids;       /* gint32, start and stop included */
   gint32      *speech_tokens;  /* (max_tokens) post-processed */
   int          n_speech_tokens;
+  /* audio */
+  CbS3GenStream *stream;
+  gint         cancel;         /* set from any thread: the current utterance stops */
+  int          n_fed;          /* T3 tokens looked at for the stream */
+  gboolean     t3_done, stop_seen, audio_done;
 };
 
 /* The public guard bits are t3-guard.h's. */
@@ -169,7 +178,9 @@ cb_engine_new (const CbEngineParams *p, GError **error)
       || !(e->ve_weights = open_weights (e, CB_WEIGHTS_VE, error))
       || !load_tokenizer (e, error)
       || !load_builtin_voice (e, error)
-      || !build_t3 (e, p->precision, error)) {
+      || !build_t3 (e, p->precision, error)
+      || !(e->s3gen = cb_s3gen_new (&e->config, e->s3gen_weights, error))
+      || !cb_s3gen_voice_init (&e->builtin_s3gen_voice, e->s3gen, e->builtin_voice, error)) {
     cb_engine_free (e);
     return NULL;
   }
@@ -181,6 +192,8 @@ cb_engine_free (CbEngine *e)
 {
   if (!e)
     return;
+  cb_s3gen_voice_clear (&e->builtin_s3gen_voice);
+  cb_s3gen_free (e->s3gen);
   cb_t3_free (e->t3);
   cb_conds_free (e->builtin_voice);
   cb_tokenizer_free (e->tokenizer);
@@ -206,11 +219,7 @@ cb_engine_threads (const CbEngine *e)
 gboolean
 cb_engine_synthesis_available (const CbEngine *e, GError **error)
 {
-  g_set_error (error, CB_ERROR, CB_ERROR_NOT_IMPLEMENTED,
-               "synthesis is not complete yet: the model in %s is loaded and T3 turns text into "
-               "speech tokens, but S3Gen and HiFT (speech tokens to audio) are still being ported "
-               "(issue 5)", e->model_dir);
-  return FALSE;
+  return TRUE;
 }
 
 const CbConfig *
@@ -231,6 +240,18 @@ cb_engine_voice_conds (const CbEngine *e, const CbVoice *v)
   return v ? v->conds : e->builtin_voice;
 }
 
+CbS3Gen *
+cb_engine_s3gen (CbEngine *e)
+{
+  return e->s3gen;
+}
+
+const CbS3GenVoice *
+cb_engine_s3gen_voice (const CbEngine *e, const CbVoice *v)
+{
+  return v ? &v->s3gen : &e->builtin_s3gen_voice;
+}
+
 /* ---- voices ---- */
 
 CbVoice *
@@ -243,6 +264,11 @@ cb_voice_load (const CbEngine *e, const char *path, GError **error)
     return NULL;
   CbVoice *v = g_new0 (CbVoice, 1);
   v->conds = c;
+  if (!cb_s3gen_voice_init (&v->s3gen, e->s3gen, c, error)) {
+    g_prefix_error (error, "%s: ", path);
+    cb_voice_free (v);
+    return NULL;
+  }
   return v;
 }
 
@@ -251,6 +277,7 @@ cb_voice_free (CbVoice *v)
 {
   if (!v)
     return;
+  cb_s3gen_voice_clear (&v->s3gen);
   cb_conds_free (v->conds);
   g_free (v);
 }
@@ -265,7 +292,7 @@ cb_utterance_params_init (CbUtteranceParams *p)
     .exaggeration = CB_T3_DEFAULT_EXAGGERATION, .cfg_weight = d.cfg_weight,
     .temperature = d.temperature, .min_p = d.min_p, .top_p = d.top_p,
     .repetition_penalty = d.repetition_penalty, .seed = d.seed, .max_tokens = d.max_tokens,
-    .alignment_guard = d.alignment_guard,
+    .alignment_guard = d.alignment_guard, .chunk_tokens = 25, .context_tokens = 50,
   };
 }
 
@@ -295,6 +322,11 @@ cb_utterance_new (CbEngine *e, int max_text_tokens, int max_tokens, GError **err
   }
   u->text_ids = g_array_sized_new (FALSE, FALSE, sizeof (gint32), u->max_text_tokens);
   u->speech_tokens = g_new (gint32, max_tokens);
+  u->stream = cb_s3gen_stream_new (e->s3gen, max_tokens, error);
+  if (!u->stream) {
+    cb_utterance_free (u);
+    return NULL;
+  }
   return u;
 }
 
@@ -304,6 +336,7 @@ cb_utterance_free (CbUtterance *u)
   if (!u)
     return;
   cb_t3_decoder_free (u->decoder);
+  cb_s3gen_stream_free (u->stream);
   if (u->text_ids)
     g_array_unref (u->text_ids);
   g_free (u->text);
@@ -358,6 +391,10 @@ cb_utterance_begin (CbUtterance *u, const char *text, const CbVoice *voice,
                     const CbUtteranceParams *params, GError **error)
 {
   u->n_speech_tokens = 0;
+  u->n_fed = 0;
+  u->t3_done = u->stop_seen = FALSE;
+  u->audio_done = TRUE;  /* until everything below has worked */
+  g_atomic_int_set (&u->cancel, 0);
   if (!text_to_ids (u, text, error))
     return FALSE;
   if (!(params->exaggeration >= 0 && params->exaggeration <= 100)) {
@@ -374,9 +411,102 @@ cb_utterance_begin (CbUtterance *u, const char *text, const CbVoice *voice,
   sp.seed = params->seed;
   sp.max_tokens = params->max_tokens;
   sp.alignment_guard = params->alignment_guard;
-  return cb_t3_decoder_begin (u->decoder, (const int32_t *) u->text_ids->data,
-                              (int) u->text_ids->len, cb_engine_voice_conds (u->engine, voice),
-                              params->exaggeration, &sp, error);
+  if (params->chunk_tokens < 1) {
+    g_set_error (error, CB_ERROR, CB_ERROR_INVALID_ARGUMENT,
+                 "chunk_tokens: expected at least 1, got %d", params->chunk_tokens);
+    return FALSE;
+  }
+  CbS3GenStreamParams stp;
+  cb_s3gen_stream_params_init (&stp);
+  stp.first_chunk_tokens = params->chunk_tokens;
+  stp.context_tokens = params->context_tokens;
+  stp.seed = params->seed;
+  if (!cb_t3_decoder_begin (u->decoder, (const int32_t *) u->text_ids->data,
+                            (int) u->text_ids->len, cb_engine_voice_conds (u->engine, voice),
+                            params->exaggeration, &sp, error)
+      || !cb_s3gen_stream_begin (u->stream, cb_engine_s3gen_voice (u->engine, voice), &stp,
+                                 error))
+    return FALSE;
+  u->audio_done = FALSE;
+  return TRUE;
+}
+
+/* Hands T3's new tokens to the stream as upstream's post-processing would keep them: up to the
+ * stop token, ids below the start token only. (Upstream also drops everything before a start
+ * token T3 might sample mid-utterance; a stream cannot take back audio, so such a token is only
+ * dropped, like other out-of-range ids.) */
+static gboolean
+feed_stream (CbUtterance *u, GError **error)
+{
+  const CbT3Sampler *s = cb_t3_decoder_sampler (u->decoder);
+  for (; u->n_fed < s->n_tokens; u->n_fed++) {
+    const gint32 t = s->tokens[u->n_fed];
+    if (t == s->eos_id)
+      u->stop_seen = TRUE;
+    if (u->stop_seen || t < 0 || t >= s->bos_id)
+      continue;
+    if (!cb_s3gen_stream_push (u->stream, &t, 1, error))
+      return FALSE;
+  }
+  return TRUE;
+}
+
+gboolean
+cb_utterance_read_audio (CbUtterance *u, const float **pcm, gsize *n_samples, gboolean *done,
+                         GError **error)
+{
+  *pcm = NULL;
+  *n_samples = 0;
+  *done = u->audio_done;
+  if (u->audio_done) {
+    g_set_error (error, CB_ERROR, CB_ERROR_INVALID_ARGUMENT, "no utterance in progress");
+    return FALSE;
+  }
+  for (;;) {
+    if (g_atomic_int_get (&u->cancel)) {
+      u->audio_done = TRUE;
+      g_set_error (error, CB_ERROR, CB_ERROR_CANCELLED, "the utterance was cancelled");
+      return FALSE;
+    }
+    const gboolean final = u->t3_done;
+    if (cb_s3gen_stream_chunk_due (u->stream, final)) {
+      if (!cb_s3gen_stream_decode (u->stream, final, &u->cancel, pcm, n_samples, error)) {
+        u->audio_done = TRUE;
+        return FALSE;
+      }
+      if (final)
+        u->audio_done = *done = TRUE;
+      if (*n_samples > 0 || final)
+        return TRUE;
+      continue;
+    }
+    gint32 token;
+    gboolean t3_done = FALSE;
+    if (!cb_t3_decoder_next (u->decoder, NULL, &token, &t3_done, error)
+        || !feed_stream (u, error)) {
+      u->audio_done = TRUE;
+      return FALSE;
+    }
+    u->t3_done = t3_done;
+  }
+}
+
+void
+cb_utterance_cancel (CbUtterance *u)
+{
+  g_atomic_int_set (&u->cancel, 1);
+}
+
+int
+cb_utterance_audio_chunks (const CbUtterance *u)
+{
+  return cb_s3gen_stream_chunks (u->stream);
+}
+
+guint64
+cb_utterance_frame_evals (const CbUtterance *u)
+{
+  return cb_s3gen_stream_frame_evals (u->stream);
 }
 
 gboolean

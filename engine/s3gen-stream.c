@@ -1,0 +1,380 @@
+/* s3gen-stream.c — streamed S3Gen + HiFT: speech tokens in as T3 makes them, PCM out in chunks
+ * that join into (almost) the whole-utterance decode.
+ *
+ * Why this method. The fork (chatterbox-streaming) decodes each chunk as an independent
+ * S3Gen.inference on [50 context tokens + new tokens] with fresh noise, cuts the context audio
+ * and fades the chunk in: every chunk restarts the CFM from different noise and HiFT from new
+ * phases, so joins dip and the stream drifts far from a whole decode (a peer measured 116 % RMS
+ * difference). CosyVoice caches mel and source across calls and cross-fades the overlap. We keep
+ * CosyVoice's idea of holding back what the next chunk will know better, and make the rest exact:
+ *
+ * 1. Noise is keyed by position (s3gen.h): a mel frame's CFM start noise and an output sample's
+ *    source noise are the same in every window that contains them and in the whole decode.
+ * 2. S3Gen windows are [voice prompt | left context | new tokens]. The encoder and the estimator
+ *    attend in both directions and see 3 tokens ahead, so the last frames of a window change when
+ *    more tokens arrive: a chunk finalises its frames only up to `holdback` frames (the look-ahead,
+ *    2 × 3) plus `xfade` frames before its end; the next chunk recomputes those frames with right
+ *    context and the first `xfade` of them are cross-faded (raised cosine) from the old to the new
+ *    values. The final chunk finalises everything. The last window covers every token, so when it
+ *    starts at token 0 (utterances up to `context_tokens`) the streamed mel equals the whole decode
+ *    except near the joins.
+ * 3. HiFT is run on windows of final mel with `hift_left` frames of left context and `hift_right`
+ *    frames held back on the right, which cover its receptive field (F0 convs, conv_pre, the
+ *    resblocks at each rate), so each sample equals the whole decode's on the same mel. The one
+ *    global thing in HiFT, the harmonic phase (a cumulative sum of F0 over all samples), is carried
+ *    exactly: each window's phase starts from the F0 of all frames before it (the final values kept
+ *    from earlier windows), and the left-context frames use those same kept F0 values.
+ *
+ * Schedule (work bound). Every S3Gen window re-runs the voice prompt (500 frames for a 10 s
+ * reference) and its left context through 10 CFM steps × 2 CFG rows, because bidirectional
+ * attention makes none of it reusable exactly. The first chunk is small (`first_chunk_tokens`) so
+ * first audio comes early; each later chunk waits until its new frames are at least the frames it
+ * re-runs (prompt + left context), so a later chunk costs at most twice its own output. For a 10 s
+ * utterance with the built-in 10 s prompt that means: first chunk, then the rest at the end of the
+ * utterance, ~1.55× the whole decode's work (counted in estimator frame-evaluations, prompt frames
+ * included). */
+#include "s3gen.h"
+
+#include "hift.h"
+
+#include <math.h>
+#include <string.h>
+
+CbHift *cb_s3gen_hift (CbS3Gen *s);
+
+/* Frames of the mel kept back and cross-faded at S3Gen joins (beyond the look-ahead frames). */
+#define XFADE_FRAMES 4
+/* HiFT context, in mel frames, on either side of the frames a HiFT window makes final. */
+#define HIFT_LEFT_FRAMES 24
+#define HIFT_RIGHT_FRAMES 24
+
+struct CbS3GenStream {
+  CbS3Gen             *s3gen;
+  CbHift              *hift;
+  int                  max_tokens;
+  int                  M, R, spf, NH, sr;
+  int                  holdback;        /* look-ahead frames: R · pre_lookahead_len */
+  CbArena             *arena;
+  /* per utterance */
+  const CbS3GenVoice  *voice;
+  CbS3GenStreamParams  params;
+  int32_t             *tokens;          /* (max_tokens) pushed so far */
+  int                  n_tokens;
+  int                  decoded_tokens;  /* tokens covered by the last chunk's window */
+  int                  D;               /* Tm − R·Tp': 1 when the prompt mel has one odd frame */
+  float               *mel;             /* (M, max_frames) final mel, channels-first */
+  int                  max_frames;
+  int                  n_mel;           /* final frames */
+  float               *pending;         /* (M, holdback + XFADE_FRAMES) last window's frames past n_mel */
+  int                  n_pending;
+  float               *window_mel;      /* (M, window frames) one S3Gen window's output */
+  float               *f0;              /* (max_frames) final F0 of vocoded frames */
+  int                  n_audio;         /* frames vocoded (audio emitted) */
+  float               *phases;          /* (NH) */
+  double              *cycles0;         /* (NH) harmonic phase before a HiFT window, in cycles */
+  float               *fade;            /* (2 · sr / 50) the utterance fade-in */
+  int                  n_fade;
+  float               *hwin_mel, *hwin_f0, *source, *noise, *wav;  /* HiFT window buffers */
+  float               *pcm;             /* one decode's output */
+  int                  chunks;
+  guint64              evals_at_begin;
+  gboolean             ended;
+};
+
+void
+cb_s3gen_stream_params_init (CbS3GenStreamParams *p)
+{
+  p->first_chunk_tokens = 25;
+  p->context_tokens = 50;
+  p->seed = 0;
+}
+
+CbS3GenStream *
+cb_s3gen_stream_new (CbS3Gen *s, int max_tokens, GError **error)
+{
+  const CbConfig *cfg = cb_s3gen_config (s);
+  if (max_tokens < 1) {
+    g_set_error (error, CB_ERROR, CB_ERROR_INVALID_ARGUMENT,
+                 "S3Gen stream: max_tokens must be at least 1 (got %d)", max_tokens);
+    return NULL;
+  }
+  CbS3GenStream *st = g_new0 (CbS3GenStream, 1);
+  st->s3gen = s;
+  st->hift = cb_s3gen_hift (s);
+  st->max_tokens = max_tokens;
+  st->M = cfg->flow.output_size;
+  st->R = cfg->flow.token_mel_ratio;
+  st->spf = cb_s3gen_samples_per_frame (s);
+  st->NH = cb_hift_n_harmonics (st->hift);
+  st->sr = cfg->hift.sampling_rate;
+  st->holdback = st->R * cfg->flow.pre_lookahead_len;
+  st->max_frames = st->R * max_tokens;
+  const int hift_frames = st->max_frames + HIFT_LEFT_FRAMES;
+  const gsize L = (gsize) hift_frames * st->spf;
+  st->tokens = g_new (int32_t, max_tokens);
+  st->mel = g_new (float, (gsize) st->M * st->max_frames);
+  st->pending = g_new (float, (gsize) st->M * (st->holdback + XFADE_FRAMES));
+  st->window_mel = g_new (float, (gsize) st->M * (st->max_frames + 1));
+  st->f0 = g_new (float, st->max_frames);
+  st->phases = g_new (float, st->NH);
+  st->cycles0 = g_new (double, st->NH);
+  st->n_fade = 2 * (st->sr / 50);
+  st->fade = g_new (float, st->n_fade);
+  for (int i = 0; i < st->n_fade; i++)
+    st->fade[i] = 1.0f;
+  cb_hift_trim_fade (st->fade, st->n_fade, st->sr);
+  st->hwin_mel = g_new (float, (gsize) st->M * hift_frames);
+  st->hwin_f0 = g_new (float, hift_frames);
+  st->source = g_new (float, L);
+  st->noise = g_new (float, (gsize) st->NH * L);
+  st->wav = g_new (float, L);
+  st->pcm = g_new (float, (gsize) st->max_frames * st->spf);
+  return st;
+}
+
+void
+cb_s3gen_stream_free (CbS3GenStream *st)
+{
+  if (!st)
+    return;
+  if (st->arena)
+    cb_arena_free (st->arena);
+  g_free (st->tokens);
+  g_free (st->mel);
+  g_free (st->pending);
+  g_free (st->window_mel);
+  g_free (st->f0);
+  g_free (st->phases);
+  g_free (st->cycles0);
+  g_free (st->fade);
+  g_free (st->hwin_mel);
+  g_free (st->hwin_f0);
+  g_free (st->source);
+  g_free (st->noise);
+  g_free (st->wav);
+  g_free (st->pcm);
+  g_free (st);
+}
+
+/* The arena must hold a window of the voice's prompt + max_tokens and a HiFT window; it is
+ * (re)made only when a voice with a longer prompt than any before comes. */
+static gboolean
+ensure_arena (CbS3GenStream *st, const CbS3GenVoice *v, GError **error)
+{
+  const guint64 floats = MAX (cb_s3gen_window_scratch_floats (st->s3gen, v, st->max_tokens),
+                              cb_hift_scratch_floats (st->hift, st->max_frames + HIFT_LEFT_FRAMES));
+  const gsize bytes = floats * sizeof (float) + 64 * CB_ARENA_ALIGN;
+  if (st->arena && st->arena->size >= bytes)
+    return TRUE;
+  if (st->arena)
+    cb_arena_free (st->arena);
+  st->arena = cb_arena_new (bytes, error);
+  return st->arena != NULL;
+}
+
+gboolean
+cb_s3gen_stream_begin (CbS3GenStream *st, const CbS3GenVoice *voice,
+                       const CbS3GenStreamParams *params, GError **error)
+{
+  if (params->first_chunk_tokens < 1) {
+    g_set_error (error, CB_ERROR, CB_ERROR_INVALID_ARGUMENT,
+                 "S3Gen stream: the first chunk needs at least 1 token (got %d)",
+                 params->first_chunk_tokens);
+    return FALSE;
+  }
+  if (!ensure_arena (st, voice, error))
+    return FALSE;
+  st->voice = voice;
+  st->params = *params;
+  st->n_tokens = st->decoded_tokens = 0;
+  st->D = voice->n_prompt_frames - st->R * voice->n_prompt_tokens;
+  st->n_mel = st->n_pending = st->n_audio = 0;
+  st->chunks = 0;
+  st->ended = FALSE;
+  st->evals_at_begin = cb_s3gen_frame_evals (st->s3gen);
+  cb_s3gen_noise_phases (params->seed, st->NH, st->phases);
+  return TRUE;
+}
+
+gboolean
+cb_s3gen_stream_push (CbS3GenStream *st, const int32_t *tokens, int n, GError **error)
+{
+  const int V = cb_s3gen_config (st->s3gen)->flow.vocab_size;
+  if (!st->voice || st->ended || n < 0 || st->n_tokens + n > st->max_tokens) {
+    g_set_error (error, CB_ERROR, CB_ERROR_INVALID_ARGUMENT,
+                 "S3Gen stream: cannot take %d more tokens (%d of %d taken%s)", n, st->n_tokens,
+                 st->max_tokens, st->ended || !st->voice ? ", no utterance in progress" : "");
+    return FALSE;
+  }
+  for (int i = 0; i < n; i++)
+    if (tokens[i] < 0 || tokens[i] >= V) {
+      g_set_error (error, CB_ERROR, CB_ERROR_INVALID_ARGUMENT,
+                   "S3Gen stream: speech token %d is not below %d", tokens[i], V);
+      return FALSE;
+    }
+  memcpy (st->tokens + st->n_tokens, tokens, (gsize) n * sizeof (int32_t));
+  st->n_tokens += n;
+  return TRUE;
+}
+
+/* First token of the next window: `context_tokens` before the previous window's end, but never
+ * after the first frame the window must recompute. */
+static int
+window_start (const CbS3GenStream *st)
+{
+  if (st->chunks == 0)
+    return 0;
+  int s = st->params.context_tokens < 0 ? 0 : st->decoded_tokens - st->params.context_tokens;
+  s = MIN (s, st->n_mel / st->R);
+  return MAX (s, 0);
+}
+
+gboolean
+cb_s3gen_stream_chunk_due (const CbS3GenStream *st, gboolean final)
+{
+  if (!st->voice || st->ended)
+    return FALSE;
+  if (final)
+    return TRUE;
+  const int fresh = st->n_tokens - st->decoded_tokens;
+  if (st->chunks == 0)
+    return st->n_tokens >= st->params.first_chunk_tokens;
+  const int rerun = st->voice->n_prompt_frames + st->R * (st->decoded_tokens - window_start (st));
+  return fresh > 0 && st->R * fresh >= rerun;
+}
+
+/* Frames [from, to) of the utterance mel from the last window (whose frame 0 is utterance frame
+ * 2·w0): into `mel`, cross-fading the first XFADE_FRAMES from `pending` when it holds them. */
+static void
+take_frames (CbS3GenStream *st, int w0, int wframes, int from, int to, gboolean crossfade)
+{
+  const int M = st->M, pcols = st->holdback + XFADE_FRAMES;
+  for (int f = from; f < to; f++) {
+    const int j = f - st->R * w0;
+    float w = 0.0f;
+    const int k = f - from;
+    if (crossfade && k < XFADE_FRAMES && k < st->n_pending)
+      w = 0.5f * (1.0f + cosf ((float) G_PI * (k + 1) / (XFADE_FRAMES + 1)));
+    for (int m = 0; m < M; m++) {
+      const float fresh = st->window_mel[(gsize) m * wframes + j];
+      const float old = w > 0.0f ? st->pending[(gsize) m * pcols + k] : 0.0f;
+      st->mel[(gsize) m * st->max_frames + f] = w * old + (1.0f - w) * fresh;
+    }
+  }
+}
+
+/* One S3Gen window over tokens [w0, decoded_tokens = n_tokens); updates mel / pending. */
+static gboolean
+decode_window (CbS3GenStream *st, gboolean final, const gint *cancel, GError **error)
+{
+  const int w0 = window_start (st), e = st->n_tokens, n = e - w0;
+  const int wframes = cb_s3gen_window_frames (st->s3gen, st->voice, n);
+  if (!cb_s3gen_flow_window (st->s3gen, st->arena, st->voice, st->tokens + w0, n, w0, NULL,
+                             st->params.seed, cancel, st->window_mel, NULL, error))
+    return FALSE;
+  /* the window's frame j is utterance frame R·w0 + j; it ends at R·e − D */
+  const int end = st->R * e - st->D;
+  const int keep = final ? end : MAX (end - st->holdback - XFADE_FRAMES, st->n_mel);
+  take_frames (st, w0, wframes, st->n_mel, keep, st->chunks > 0);
+  const int pcols = st->holdback + XFADE_FRAMES;
+  st->n_pending = MIN (end - keep, pcols);
+  for (int m = 0; m < st->M; m++)
+    for (int k = 0; k < st->n_pending; k++)
+      st->pending[(gsize) m * pcols + k] =
+          st->window_mel[(gsize) m * wframes + (keep + k - st->R * w0)];
+  st->n_mel = keep;
+  st->decoded_tokens = e;
+  st->chunks++;
+  return TRUE;
+}
+
+/* Vocodes final mel frames [n_audio, upto) with HiFT on the window [upto_left, right_end). */
+static gsize
+vocode (CbS3GenStream *st, int upto, int right_end)
+{
+  const int M = st->M, spf = st->spf;
+  const int ws = MAX (0, st->n_audio - HIFT_LEFT_FRAMES), W = right_end - ws;
+  const gsize L = (gsize) W * spf;
+  for (int m = 0; m < M; m++)
+    memcpy (st->hwin_mel + (gsize) m * W, st->mel + (gsize) m * st->max_frames + ws,
+            (gsize) W * sizeof (float));
+  cb_hift_f0 (st->hift, st->arena, st->hwin_mel, W, st->hwin_f0);
+  /* frames already vocoded keep the F0 they were vocoded with: the harmonic phase is a running
+   * sum over every sample, so it must not change under their samples */
+  memcpy (st->hwin_f0, st->f0 + ws, (gsize) (st->n_audio - ws) * sizeof (float));
+  memcpy (st->f0 + st->n_audio, st->hwin_f0 + (st->n_audio - ws),
+          (gsize) (upto - st->n_audio) * sizeof (float));
+  double before = 0.0;  /* Σ F0 over frames [0, ws) */
+  for (int f = 0; f < ws; f++)
+    before += st->f0[f];
+  double *c0 = st->cycles0;
+  for (int h = 0; h < st->NH; h++) {
+    const double c = before * spf * (h + 1) / st->sr;
+    c0[h] = c - floor (c);
+  }
+  cb_s3gen_noise_source (st->params.seed, st->NH, (gint64) ws * spf, (int) L, st->noise);
+  cb_hift_source (st->hift, st->arena, st->hwin_f0, W, st->phases, st->noise, c0, NULL,
+                  st->source, NULL);
+  cb_hift_decode (st->hift, st->arena, st->hwin_mel, W, st->source, st->wav, NULL);
+  const gsize first = (gsize) (st->n_audio - ws) * spf, n = (gsize) (upto - st->n_audio) * spf;
+  float *out = st->wav + first;
+  /* the utterance's fade-in is by absolute sample */
+  const gsize abs0 = (gsize) st->n_audio * spf;
+  for (gsize i = 0; abs0 + i < (gsize) st->n_fade && i < n; i++)
+    out[i] *= st->fade[abs0 + i];
+  st->n_audio = upto;
+  (void) L;
+  return first;
+}
+
+gboolean
+cb_s3gen_stream_decode (CbS3GenStream *st, gboolean final, const gint *cancel, const float **pcm,
+                        gsize *n_samples, GError **error)
+{
+  *pcm = st->pcm;
+  *n_samples = 0;
+  if (!st->voice || st->ended) {
+    g_set_error (error, CB_ERROR, CB_ERROR_INVALID_ARGUMENT,
+                 "S3Gen stream: no utterance in progress");
+    return FALSE;
+  }
+  if (st->n_tokens > st->decoded_tokens) {
+    if (!decode_window (st, final, cancel, error))
+      return FALSE;
+  } else if (final && st->n_pending > 0) {
+    /* no new tokens since the last window, which therefore saw the whole utterance: its held-back
+     * frames are already what a final window would make */
+    const int pcols = st->holdback + XFADE_FRAMES;
+    for (int m = 0; m < st->M; m++)
+      memcpy (st->mel + (gsize) m * st->max_frames + st->n_mel, st->pending + (gsize) m * pcols,
+              (gsize) st->n_pending * sizeof (float));
+    st->n_mel += st->n_pending;
+    st->n_pending = 0;
+  }
+  const int upto = final ? st->n_mel : st->n_mel - HIFT_RIGHT_FRAMES;
+  if (upto > st->n_audio) {
+    if (cancel && g_atomic_int_get (cancel)) {
+      g_set_error (error, CB_ERROR, CB_ERROR_CANCELLED, "S3Gen stream: cancelled");
+      return FALSE;
+    }
+    const gsize n = (gsize) (upto - st->n_audio) * st->spf;
+    const gsize first = vocode (st, upto, st->n_mel);
+    memcpy (st->pcm, st->wav + first, n * sizeof (float));
+    *n_samples = n;
+  }
+  if (final)
+    st->ended = TRUE;
+  return TRUE;
+}
+
+int
+cb_s3gen_stream_chunks (const CbS3GenStream *st)
+{
+  return st->chunks;
+}
+
+guint64
+cb_s3gen_stream_frame_evals (const CbS3GenStream *st)
+{
+  return cb_s3gen_frame_evals (st->s3gen) - st->evals_at_begin;
+}
