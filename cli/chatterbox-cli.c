@@ -2,10 +2,12 @@
  *
  * The flags are a contract other tools rely on (issue 4): --model, --text, --voice, --seed,
  * --max-tokens, --cfg-weight, --temperature, --precision, --threads, --force-tokens, --dump,
- * --check-golden, --output; --help lists them. Implemented so far: loading and validating a model
- * (where it came from, the tensor counts), --text (normalised text, text token ids and T3's speech
- * tokens, with the sampling flags, --voice, --force-tokens and --dump: cli-t3.h) and
- * --check-golden (golden-check.h). --output (audio) needs S3Gen and exits 2 until issue 5.
+ * --check-golden, --output; --help lists them. Loading and validating a model (where it came
+ * from, the tensor counts); --text alone: the normalised text, text token ids and T3's speech
+ * tokens, with the sampling flags, --voice, --force-tokens and --dump (cli-t3.h); --text with
+ * --output: speech through the engine's streamed audio API, --speech-tokens FILE: a whole S3Gen +
+ * HiFT decode of given tokens, --noise FILE: upstream's noise injected into it (cli-audio.h);
+ * --check-golden (golden-check.h).
  *
  * Exit status: 0 success; 1 a failed check or a model that does not load; 2 a requested feature
  * that is not implemented yet (or, with --strict, golden stages not implemented yet); 64 a usage
@@ -15,6 +17,7 @@
 #include <string.h>
 
 #include "chatterbox.h"
+#include "cli-audio.h"
 #include "cli-model.h"
 #include "cli-t3.h"
 #include "golden-check.h"
@@ -44,6 +47,9 @@ typedef struct {
   char    *check_golden;
   gboolean strict;
   char    *output;
+  char    *speech_tokens;
+  char    *noise;
+  int      chunk_tokens;
 } Options;
 
 /* Unset numeric options are recognised by these sentinels. */
@@ -78,6 +84,8 @@ options_clear (Options *o)
   g_free (o->dump);
   g_free (o->check_golden);
   g_free (o->output);
+  g_free (o->speech_tokens);
+  g_free (o->noise);
 }
 
 /* Usage problems GOption cannot see: ranges and the precision name. NULL when fine (g_free). */
@@ -105,30 +113,24 @@ usage_problem (const Options *o)
       && !(o->repetition_penalty > 0 && o->repetition_penalty <= 100))
     return g_strdup_printf ("--repetition-penalty: expected more than 0, up to 100, got %g",
                             o->repetition_penalty);
-  if ((o->force_tokens || o->dump || o->voice) && !o->text)
-    return g_strdup ("--force-tokens, --dump and --voice need --text");
+  if ((o->force_tokens || o->dump || o->voice || o->output) && !o->text && !o->speech_tokens)
+    return g_strdup ("--force-tokens, --dump, --voice and --output need --text or "
+                     "--speech-tokens");
+  if (o->speech_tokens && (o->text || o->force_tokens))
+    return g_strdup ("--speech-tokens replaces --text (and T3): give one of them");
+  if (o->noise && !o->speech_tokens)
+    return g_strdup ("--noise applies to --speech-tokens");
+  if (o->force_tokens && o->output)
+    return g_strdup ("--force-tokens is T3 teacher forcing; for audio of given tokens use "
+                     "--speech-tokens");
+  if (o->chunk_tokens != UNSET_INT && o->chunk_tokens < 1)
+    return g_strdup_printf ("--chunk-tokens: expected at least 1, got %d", o->chunk_tokens);
   if (o->strict && !o->check_golden)
     return g_strdup ("--strict only applies to --check-golden");
   if (o->check_golden && (o->model || o->text))
     return g_strdup ("--check-golden DIR uses the model in DIR/model and the golden inputs; it "
                      "takes no --model or --text");
   return NULL;
-}
-
-/* The first requested feature whose implementation does not exist yet, and its issue. */
-static gboolean
-pending_feature (const Options *o, const char **flag, const char **issue)
-{
-  const struct { gboolean requested; const char *flag, *issue; } pending[] = {
-    { o->output != NULL, "--output (S3Gen and HiFT)", "issue 5" },
-  };
-  for (guint i = 0; i < G_N_ELEMENTS (pending); i++)
-    if (pending[i].requested) {
-      *flag = pending[i].flag;
-      *issue = pending[i].issue;
-      return TRUE;
-    }
-  return FALSE;
 }
 
 static int
@@ -170,6 +172,8 @@ utterance_params (const Options *o, CbUtteranceParams *p)
     if (reals[i].value != UNSET_DOUBLE)
       *reals[i].field = reals[i].value;
   p->alignment_guard = o->alignment_guard;
+  if (o->chunk_tokens != UNSET_INT)
+    p->chunk_tokens = o->chunk_tokens;
 }
 
 /* Loads the engine (every file validated), says where from and what it holds; with --text prints
@@ -199,7 +203,13 @@ run_model (const Options *o)
   printf ("model: %s\n", dir);
   printf ("weights: %s tensors validated\n", counts);
   printf ("threads: %d\n", cb_engine_threads (e));
-  if (o->text) {
+  if (o->output || o->speech_tokens) {
+    CliAudioRequest r = { .text = o->text, .speech_tokens = o->speech_tokens, .noise = o->noise,
+                          .voice = o->voice, .dump = o->dump, .output = o->output };
+    utterance_params (o, &r.params);
+    if (!cli_audio_run (e, &r, stdout, &err))
+      goto out;
+  } else if (o->text) {
     CliT3Request r = { .text = o->text, .voice = o->voice, .force_tokens = o->force_tokens,
                        .dump = o->dump, .max_tokens_set = o->max_tokens != UNSET_INT };
     utterance_params (o, &r.params);
@@ -220,7 +230,7 @@ out:
 int
 main (int argc, char **argv)
 {
-  Options o = { .max_tokens = UNSET_INT, .threads = UNSET_INT, .cfg_weight = UNSET_DOUBLE,
+  Options o = { .max_tokens = UNSET_INT, .threads = UNSET_INT, .chunk_tokens = UNSET_INT, .cfg_weight = UNSET_DOUBLE,
                 .temperature = UNSET_DOUBLE, .exaggeration = UNSET_DOUBLE, .min_p = UNSET_DOUBLE,
                 .top_p = UNSET_DOUBLE, .repetition_penalty = UNSET_DOUBLE };
   const GOptionEntry entries[] = {
@@ -252,7 +262,12 @@ main (int argc, char **argv)
       "Compare every stage with a golden directory (tests/reference/make_golden.py)", "DIR" },
     { "strict", 0, 0, G_OPTION_ARG_NONE, &o.strict,
       "With --check-golden: stages not implemented yet make the exit status 2", NULL },
-    { "output", 0, 0, G_OPTION_ARG_FILENAME, &o.output, "Write the audio as a WAV file", "FILE.wav" },
+    { "output", 0, 0, G_OPTION_ARG_FILENAME, &o.output, "Write the audio as a WAV file (16-bit, 24 kHz mono)", "FILE.wav" },
+    { "speech-tokens", 0, 0, G_OPTION_ARG_FILENAME, &o.speech_tokens,
+      "Skip T3: decode the speech tokens in FILE (safetensors, I64/I32 \"tokens\" or \"input.tokens\") with S3Gen + HiFT", "FILE" },
+    { "noise", 0, 0, G_OPTION_ARG_FILENAME, &o.noise,
+      "With --speech-tokens: CFM start noise and HiFT source randomness from FILE (safetensors: noise.z, rand.sine_phase, rand.sine_noise)", "FILE" },
+    { "chunk-tokens", 0, 0, G_OPTION_ARG_INT, &o.chunk_tokens, "Speech tokens of the first audio chunk (25)", "N" },
     { NULL }
   };
   GOptionContext *ctx = g_option_context_new ("- the Chatterbox TTS engine from the command line");
@@ -265,7 +280,6 @@ main (int argc, char **argv)
   GError *err = NULL;
   int status;
   char *problem = NULL;
-  const char *flag, *issue;
   if (!g_option_context_parse (ctx, &argc, &argv, &err)) {
     fprintf (stderr, "chatterbox-cli: %s (see --help)\n", err->message);
     g_error_free (err);
@@ -276,9 +290,6 @@ main (int argc, char **argv)
   } else if ((problem = usage_problem (&o))) {
     fprintf (stderr, "chatterbox-cli: %s\n", problem);
     status = EXIT_USAGE;
-  } else if (pending_feature (&o, &flag, &issue)) {
-    fprintf (stderr, "chatterbox-cli: %s: not implemented yet (%s)\n", flag, issue);
-    status = EXIT_NOT_IMPLEMENTED;
   } else if (o.check_golden) {
     status = run_check_golden (&o);
   } else {

@@ -5,6 +5,8 @@
 #include "safetensors.h"
 #include "weights-layout.h"
 
+#include <string.h>
+
 gboolean
 cli_model_config (const char *model_dir, CbConfig *cfg, GError **error)
 {
@@ -53,4 +55,49 @@ cli_model_tensor_counts (const char *model_dir, const CbConfig *cfg, GError **er
     cb_safetensors_free (st);
   }
   return g_string_free (out, FALSE);
+}
+
+gint32 *
+cli_read_ids (const char *path, const char *const *names, int *n, GError **error)
+{
+  CbSafetensors *st = cb_safetensors_open (path, error);
+  if (!st)
+    return NULL;
+  const CbTensorInfo *t = NULL;
+  for (int i = 0; names[i] && !t; i++)
+    t = cb_safetensors_find (st, names[i]);
+  gint32 *out = NULL;
+  if (!t)
+    g_set_error (error, CB_ERROR, CB_ERROR_NOT_FOUND, "%s: no tensor named \"%s\"", path,
+                 names[0]);
+  else if (t->dtype != CB_DTYPE_I64 && t->dtype != CB_DTYPE_I32)
+    g_set_error (error, CB_ERROR, CB_ERROR_MISMATCH, "%s: tensor \"%s\" must be I64 or I32",
+                 path, t->name);
+  else if (t->numel < 1 || t->numel > G_MAXINT32 / 8)
+    g_set_error (error, CB_ERROR, CB_ERROR_INVALID_ARGUMENT, "%s: tensor \"%s\" has %"
+                 G_GUINT64_FORMAT " values", path, t->name, t->numel);
+  else {
+    *n = (int) t->numel;
+    out = g_new (gint32, *n);
+    for (int i = 0; i < *n; i++) {
+      gint64 v;
+      if (t->dtype == CB_DTYPE_I64)
+        memcpy (&v, t->data + 8 * (gsize) i, 8);
+      else {
+        gint32 v32;
+        memcpy (&v32, t->data + 4 * (gsize) i, 4);
+        v = v32;
+      }
+      out[i] = (gint32) CLAMP (v, -1, G_MAXINT32);
+    }
+  }
+  cb_safetensors_free (st);
+  return out;
+}
+
+gint32 *
+cli_read_tokens (const char *path, const char *name, int *n, GError **error)
+{
+  const char *const names[] = { name, NULL };
+  return cli_read_ids (path, names, n, error);
 }

@@ -19,4 +19,11 @@ CbTokenizer *cli_model_tokenizer (const char *model_dir, const CbConfig *cfg, GE
  * weight file opened and validated against the config (g_free). */
 char        *cli_model_tensor_counts (const char *model_dir, const CbConfig *cfg, GError **error);
 
+/* Integer ids from the first of `names` (NULL-terminated, tried in order) in a safetensors file:
+ * an I64 or I32 tensor of any shape, at least one value; values clamped to [-1, G_MAXINT32]
+ * (range checks are the engine's). g_free the result. */
+gint32      *cli_read_ids (const char *path, const char *const *names, int *n, GError **error);
+/* Same with one name. */
+gint32      *cli_read_tokens (const char *path, const char *name, int *n, GError **error);
+
 G_END_DECLS

@@ -11,6 +11,7 @@
 
 #include <string.h>
 
+#include "cli-model.h"
 #include "engine-internal.h"
 #include "safetensors.h"
 
@@ -19,40 +20,6 @@ enum { D_LOGITS, D_CFG, D_REP, D_TEMP, D_MINP, D_TOPP, D_PROBS, D_N };
 static const char *const dump_names[D_N] = {
   "step.logits", "step.cfg", "step.rep", "step.temp", "step.minp", "step.topp", "step.probs",
 };
-
-static gint32 *
-read_forced (const char *path, int *n, GError **error)
-{
-  CbSafetensors *st = cb_safetensors_open (path, error);
-  if (!st)
-    return NULL;
-  const CbTensorInfo *t = cb_safetensors_get (st, "tokens", CB_DTYPE_ANY, CB_NDIM_ANY, NULL,
-                                              error);
-  gint32 *out = NULL;
-  if (t && t->dtype != CB_DTYPE_I64 && t->dtype != CB_DTYPE_I32)
-    g_set_error (error, CB_ERROR, CB_ERROR_MISMATCH, "%s: tensor \"tokens\" must be I64 or I32",
-                 path);
-  else if (t && t->numel < 1)
-    g_set_error (error, CB_ERROR, CB_ERROR_INVALID_ARGUMENT, "%s: tensor \"tokens\" is empty",
-                 path);
-  else if (t) {
-    *n = (int) t->numel;
-    out = g_new (gint32, *n);
-    for (int i = 0; i < *n; i++) {
-      gint64 v;
-      if (t->dtype == CB_DTYPE_I64)
-        memcpy (&v, t->data + 8 * i, 8);
-      else {
-        gint32 v32;
-        memcpy (&v32, t->data + 4 * i, 4);
-        v = v32;
-      }
-      out[i] = (gint32) CLAMP (v, -1, G_MAXINT32);
-    }
-  }
-  cb_safetensors_free (st);
-  return out;
-}
 
 static void
 print_ints (FILE *out, const char *what, const gint32 *v, int n)
@@ -146,7 +113,7 @@ cli_t3_run (CbEngine *e, const CliT3Request *r, FILE *out, GError **error)
   CbUtteranceParams p = r->params;
   gint32 *forced = NULL;
   int n_forced = 0;
-  if (r->force_tokens && !(forced = read_forced (r->force_tokens, &n_forced, error)))
+  if (r->force_tokens && !(forced = cli_read_tokens (r->force_tokens, "tokens", &n_forced, error)))
     return FALSE;
   /* teacher forcing runs as many steps as there are forced tokens (unless --max-tokens says) */
   if (forced && !r->max_tokens_set)

@@ -66,6 +66,12 @@ cb_s3gen_frames_per_token (const CbS3Gen *s)
   return s->cfg->flow.token_mel_ratio;
 }
 
+int
+cb_s3gen_n_harmonics (const CbS3Gen *s)
+{
+  return cb_hift_n_harmonics (s->hift);
+}
+
 guint64
 cb_s3gen_frame_evals (const CbS3Gen *s)
 {
@@ -307,6 +313,7 @@ cb_s3gen_flow_window (CbS3Gen *s, CbArena *scratch, const CbS3GenVoice *v, const
 void
 cb_s3gen_output_clear (CbS3GenOutput *o)
 {
+  g_free (o->mu);
   g_free (o->mel);
   g_free (o->f0);
   g_free (o->wav);
@@ -338,9 +345,11 @@ cb_s3gen_decode_whole (CbS3Gen *s, const CbS3GenVoice *v, const int32_t *tokens,
     return FALSE;
   out->mel = g_new (float, (gsize) s->n_mels * MAX (F, 1));
   out->n_frames = F;
+  out->mu_frames = window_len (s, v, n);
+  out->mu = g_new (float, (gsize) s->n_mels * out->mu_frames);
   gboolean ok = F > 0
       && cb_s3gen_flow_window (s, arena, v, tokens, n, 0, noise ? noise->cfm_z : NULL, seed,
-                               cancel, out->mel, NULL, error);
+                               cancel, out->mel, out->mu, error);
   if (ok) {
     float *phases = g_new (float, NH), *eps = NULL;
     const float *ph = noise && noise->sine_phase ? noise->sine_phase : phases;

@@ -32,6 +32,8 @@ const CbConfig *cb_s3gen_config (const CbS3Gen *s);
 /* Output samples per mel frame (480) and mel frames per speech token (2). */
 int      cb_s3gen_samples_per_frame (const CbS3Gen *s);
 int      cb_s3gen_frames_per_token (const CbS3Gen *s);
+/* Harmonics of HiFT's source (nb_harmonics + 1). */
+int      cb_s3gen_n_harmonics (const CbS3Gen *s);
 /* Estimator frame-evaluations since the CbS3Gen was made (the streaming work measure). */
 guint64  cb_s3gen_frame_evals (const CbS3Gen *s);
 
@@ -92,6 +94,8 @@ int      cb_s3gen_window_frames (const CbS3Gen *s, const CbS3GenVoice *v, int n)
 /* ---- whole-utterance decode (upstream S3Token2Wav.inference) ---- */
 
 typedef struct {
+  float *mu;      /* (80, T) encoder projection of the whole window, T = 2(Tp' + N) */
+  int    mu_frames;
   float *mel;     /* (80, F) */
   int    n_frames;
   float *f0;      /* (F) */
