@@ -1,0 +1,463 @@
+/* S3Gen + HiFT put together (engine/s3gen.c, s3gen-stream.c) on the golden model:
+ *   - the whole decode (tokens → flow → HiFT → fade) reproduces upstream's S3Token2Wav.inference
+ *     with its noise injected (golden hift/e2e_tokens_0008);
+ *   - each streaming window's S3Gen work equals upstream's flow_inference on the same tokens and
+ *     noise (golden s3gen/stream_*: prefixes of one 150-token utterance);
+ *   - a streamed decode stays close to the whole decode of the same tokens (closer than two whole
+ *     decodes with different seeds), its joins are as smooth as the whole decode at the same
+ *     places, it is exactly as long, and its work stays under 2× the whole decode's for a 10 s
+ *     utterance with the 10 s prompt (counted in estimator frame-evaluations, prompt included);
+ *   - cancellation, and inputs without tokens.
+ * Sizes are the golden model's (small widths, upstream's rates and lengths). */
+#include <math.h>
+#include <string.h>
+
+#include "cb-check.h"
+#include "config.h"
+#include "conds.h"
+#include "s3gen.h"
+
+static CbConfig cfg;
+static CbSafetensors *weights;
+static CbS3Gen *s3;
+
+static void
+setup (void)
+{
+  GError *err = NULL;
+  char *json = cb_test_golden_path ("model/chatterbox-config.json");
+  char *st = cb_test_golden_path ("model/s3gen.safetensors");
+  cb_config_init_default (&cfg);
+  ck_assert_msg (cb_config_load_json (&cfg, json, &err), "%s", err ? err->message : "");
+  weights = cb_safetensors_open (st, &err);
+  ck_assert_msg (weights != NULL, "%s", err ? err->message : "");
+  s3 = cb_s3gen_new (&cfg, weights, &err);
+  ck_assert_msg (s3 != NULL, "%s", err ? err->message : "");
+  g_free (json);
+  g_free (st);
+}
+
+static void
+teardown (void)
+{
+  cb_s3gen_free (s3);
+  cb_safetensors_free (weights);
+}
+
+static CbSafetensors *
+open_case (const char *rel)
+{
+  GError *err = NULL;
+  char *path = cb_test_golden_path (rel);
+  CbSafetensors *st = cb_safetensors_open (path, &err);
+  ck_assert_msg (st != NULL, "%s: %s", path, err ? err->message : "");
+  g_free (path);
+  return st;
+}
+
+static const float *
+f32 (const CbSafetensors *st, const char *name, gsize numel)
+{
+  const CbTensorInfo *t = cb_safetensors_find (st, name);
+  ck_assert_msg (t && t->dtype == CB_DTYPE_F32, "golden tensor %s missing or not F32", name);
+  ck_assert_msg (numel == 0 || t->numel == numel, "%s: %" G_GUINT64_FORMAT " values, expected %zu",
+                 name, t->numel, numel);
+  return (const float *) t->data;
+}
+
+static int32_t *
+ids (const CbSafetensors *st, const char *name, int *n)
+{
+  const CbTensorInfo *t = cb_safetensors_find (st, name);
+  ck_assert_msg (t && t->dtype == CB_DTYPE_I64, "golden tensor %s missing or not I64", name);
+  *n = (int) t->numel;
+  int32_t *out = g_new (int32_t, MAX (*n, 1));
+  for (int i = 0; i < *n; i++) {
+    gint64 v;
+    memcpy (&v, t->data + 8 * (gsize) i, 8);
+    out[i] = (int32_t) v;
+  }
+  return out;
+}
+
+/* The voice a golden case was made with (its input.prompt_* and input.embedding). */
+static void
+voice_from_case (const CbSafetensors *st, CbS3GenVoice *v)
+{
+  CbConds c = { 0 };
+  c.prompt_tokens = ids (st, "input.prompt_token", &c.n_prompt_tokens);
+  const CbTensorInfo *pf = cb_safetensors_find (st, "input.prompt_feat");
+  ck_assert (pf != NULL);
+  c.n_prompt_frames = (int) pf->shape[1];
+  c.mel_bins = (int) pf->shape[2];
+  c.prompt_feat = (float *) f32 (st, "input.prompt_feat", 0);
+  c.xvector_size = cfg.flow.spk_embed_dim;
+  c.embedding = (float *) f32 (st, "input.embedding", (gsize) c.xvector_size);
+  GError *err = NULL;
+  ck_assert_msg (cb_s3gen_voice_init (v, s3, &c, &err), "%s", err ? err->message : "");
+  g_free (c.prompt_tokens);
+}
+
+static double
+rel_max_err (const float *ours, const float *ref, gsize n)
+{
+  double d = 0, m = 0;
+  for (gsize i = 0; i < n; i++) {
+    d = MAX (d, fabs ((double) ours[i] - ref[i]));
+    m = MAX (m, fabs ((double) ref[i]));
+  }
+  return m > 0 ? d / m : d;
+}
+
+START_TEST (test_whole_decode_matches_upstream)
+{
+  CbSafetensors *g = open_case ("hift/e2e_tokens_0008.safetensors");
+  CbS3GenVoice v;
+  voice_from_case (g, &v);
+  int n;
+  int32_t *tok = ids (g, "input.tokens", &n);
+  const int NH = cb_s3gen_n_harmonics (s3);
+  const int F = cb_s3gen_window_frames (s3, &v, n);
+  const gsize L = (gsize) F * cb_s3gen_samples_per_frame (s3);
+  CbS3GenNoise noise = {
+    .cfm_z = f32 (g, "noise.z", (gsize) 80 * (F + v.n_prompt_frames)),
+    .sine_phase = f32 (g, "rand.sine_phase", NH),
+    .sine_noise = f32 (g, "rand.sine_noise", (gsize) NH * L),
+  };
+  CbS3GenOutput o;
+  GError *err = NULL;
+  ck_assert_msg (cb_s3gen_decode_whole (s3, &v, tok, n, &noise, 0, NULL, &o, &err), "%s",
+                 err ? err->message : "");
+  ck_assert_int_eq (o.n_samples, L);
+  const double e_mel = rel_max_err (o.mel, f32 (g, "input.mel", (gsize) 80 * F), (gsize) 80 * F);
+  const double e_f0 = rel_max_err (o.f0, f32 (g, "hift.f0", F), F);
+  const double e_wav = rel_max_err (o.wav, f32 (g, "out.wav", L), L);
+  g_print ("e2e_tokens_0008: mel %.2e, f0 %.2e, wav %.2e (relative max error)\n", e_mel, e_f0,
+           e_wav);
+  ck_assert_msg (e_mel <= 1e-4, "mel error %g", e_mel);
+  ck_assert_msg (e_f0 <= 1e-4, "f0 error %g", e_f0);
+  ck_assert_msg (e_wav <= 1e-3, "wav error %g", e_wav);
+  cb_s3gen_output_clear (&o);
+  g_free (tok);
+  cb_s3gen_voice_clear (&v);
+  cb_safetensors_free (g);
+}
+END_TEST
+
+/* Every streamed window is one flow call: upstream's on the same tokens with the same noise. */
+START_TEST (test_stream_windows_match_upstream)
+{
+  CbSafetensors *vc = open_case ("s3gen/tokens_0300.safetensors");
+  CbS3GenVoice v;
+  voice_from_case (vc, &v);
+  const char *cases[] = { "stream_0010", "stream_0030", "stream_0060", "stream_0150" };
+  GError *err = NULL;
+  CbArena *arena = cb_arena_new (cb_s3gen_window_scratch_floats (s3, &v, 150) * sizeof (float),
+                                 &err);
+  ck_assert (arena != NULL);
+  for (guint c = 0; c < G_N_ELEMENTS (cases); c++) {
+    char *rel = g_strdup_printf ("s3gen/%s.safetensors", cases[c]);
+    CbSafetensors *g = open_case (rel);
+    int n;
+    int32_t *tok = ids (g, "input.tokens", &n);
+    const int F = cb_s3gen_window_frames (s3, &v, n), T = F + v.n_prompt_frames;
+    float *mel = g_new (float, (gsize) 80 * F);
+    const guint64 before = cb_s3gen_frame_evals (s3);
+    ck_assert_msg (cb_s3gen_flow_window (s3, arena, &v, tok, n, 0,
+                                         f32 (g, "noise.z", (gsize) 80 * T), 0, NULL, mel, NULL,
+                                         &err), "%s", err ? err->message : "");
+    const double e = rel_max_err (mel, f32 (g, "out.mel", (gsize) 80 * F), (gsize) 80 * F);
+    g_print ("%s: window of %d tokens, mel relative max error %.2e, %" G_GUINT64_FORMAT
+             " frame-evaluations\n", cases[c], n, e, cb_s3gen_frame_evals (s3) - before);
+    ck_assert_msg (e <= 1e-4, "%s: mel error %g", cases[c], e);
+    ck_assert_uint_eq (cb_s3gen_frame_evals (s3) - before,
+                       (guint64) cfg.cfm.n_timesteps * 2 * T);
+    g_free (mel);
+    g_free (tok);
+    g_free (rel);
+    cb_safetensors_free (g);
+  }
+  cb_arena_free (arena);
+  cb_s3gen_voice_clear (&v);
+  cb_safetensors_free (vc);
+}
+END_TEST
+
+/* ---- streamed against whole ---- */
+
+/* Log-magnitude spectrogram (Hann 512, hop 128, natural log of |X| + 1e-4) of x[0, n): frames ×
+ * 257 bins. A plain DFT: the clips are seconds long. */
+static float *
+log_spec (const float *x, gsize n, int *frames)
+{
+  const int N = 512, hop = 128, B = N / 2 + 1;
+  *frames = n >= (gsize) N ? (int) ((n - N) / hop + 1) : 0;
+  float *out = g_new (float, (gsize) MAX (*frames, 1) * B);
+  double *cs = g_new (double, N), *sn = g_new (double, N), *w = g_new (double, N);
+  for (int i = 0; i < N; i++) {
+    cs[i] = cos (2 * G_PI * i / N);
+    sn[i] = sin (2 * G_PI * i / N);
+    w[i] = 0.5 - 0.5 * cos (2 * G_PI * i / N);
+  }
+  double *seg = g_new (double, N);
+  for (int f = 0; f < *frames; f++) {
+    for (int i = 0; i < N; i++)
+      seg[i] = x[(gsize) f * hop + i] * w[i];
+    for (int b = 0; b < B; b++) {
+      double re = 0, im = 0;
+      for (int i = 0, k = 0; i < N; i++, k = (k + b) % N) {
+        re += seg[i] * cs[k];
+        im -= seg[i] * sn[k];
+      }
+      out[(gsize) f * B + b] = (float) log (sqrt (re * re + im * im) + 1e-4);
+    }
+  }
+  g_free (cs), g_free (sn), g_free (w), g_free (seg);
+  return out;
+}
+
+/* Mean absolute log-spectral difference of two equally long clips. */
+static double
+log_spec_distance (const float *a, const float *b, gsize n)
+{
+  int fa, fb;
+  float *sa = log_spec (a, n, &fa), *sb = log_spec (b, n, &fb);
+  double d = 0;
+  const gsize m = (gsize) fa * 257;
+  for (gsize i = 0; i < m; i++)
+    d += fabs ((double) sa[i] - sb[i]);
+  g_free (sa), g_free (sb);
+  return m ? d / m : 0;
+}
+
+/* Local roughness at sample p: RMS of the first difference over [p − 48, p + 48). */
+static double
+jump_at (const float *x, gsize n, gsize p)
+{
+  double s = 0;
+  int k = 0;
+  for (gsize i = p > 48 ? p - 48 : 1; i < MIN (n, p + 48); i++, k++)
+    s += ((double) x[i] - x[i - 1]) * ((double) x[i] - x[i - 1]);
+  return k ? sqrt (s / k) : 0;
+}
+
+/* Spectral change at sample p: mean |log-spectrum(after) − log-spectrum(before)| of the 512-sample
+ * windows ending and starting at p. */
+static double
+spectral_change_at (const float *x, gsize n, gsize p)
+{
+  if (p < 512 || p + 512 > n)
+    return 0;
+  int f1, f2;
+  float *a = log_spec (x + p - 512, 512, &f1), *b = log_spec (x + p, 512, &f2);
+  double d = 0;
+  for (int i = 0; i < 257; i++)
+    d += fabs ((double) a[i] - b[i]);
+  g_free (a), g_free (b);
+  return d / 257;
+}
+
+typedef struct {
+  float  *pcm;
+  gsize   n;
+  gsize   joins[64];
+  int     n_joins;
+  int     chunks;
+  guint64 evals;
+} Streamed;
+
+/* Pushes tokens one at a time, decoding whenever the schedule asks (as the engine does). */
+static void
+stream_decode (const CbS3GenVoice *v, const int32_t *tok, int n, guint64 seed, int first_chunk,
+               Streamed *out)
+{
+  GError *err = NULL;
+  CbS3GenStream *st = cb_s3gen_stream_new (s3, n + 8, &err);
+  ck_assert_msg (st != NULL, "%s", err ? err->message : "");
+  CbS3GenStreamParams p;
+  cb_s3gen_stream_params_init (&p);
+  p.seed = seed;
+  p.first_chunk_tokens = first_chunk;
+  ck_assert (cb_s3gen_stream_begin (st, v, &p, &err));
+  GArray *pcm = g_array_new (FALSE, FALSE, sizeof (float));
+  memset (out, 0, sizeof *out);
+  for (int i = 0; i <= n; i++) {
+    const gboolean final = i == n;
+    if (!final)
+      ck_assert (cb_s3gen_stream_push (st, tok + i, 1, &err));
+    if (cb_s3gen_stream_chunk_due (st, final)) {
+      const float *x;
+      gsize k;
+      ck_assert_msg (cb_s3gen_stream_decode (st, final, NULL, &x, &k, &err), "%s",
+                     err ? err->message : "");
+      if (k > 0 && pcm->len > 0 && out->n_joins < 64)
+        out->joins[out->n_joins++] = pcm->len;
+      g_array_append_vals (pcm, x, (guint) k);
+    }
+  }
+  out->chunks = cb_s3gen_stream_chunks (st);
+  out->evals = cb_s3gen_stream_frame_evals (st);
+  out->n = pcm->len;
+  out->pcm = (float *) g_array_free (pcm, FALSE);
+  cb_s3gen_stream_free (st);
+}
+
+START_TEST (test_streamed_close_to_whole)
+{
+  CbSafetensors *vc = open_case ("s3gen/tokens_0300.safetensors");
+  CbS3GenVoice v;
+  voice_from_case (vc, &v);
+  CbSafetensors *g = open_case ("s3gen/stream_0150.safetensors");
+  int n;
+  int32_t *tok = ids (g, "input.tokens", &n);
+  GError *err = NULL;
+  CbS3GenOutput w1, w2;
+  ck_assert (cb_s3gen_decode_whole (s3, &v, tok, n, NULL, 7, NULL, &w1, &err));
+  ck_assert (cb_s3gen_decode_whole (s3, &v, tok, n, NULL, 8, NULL, &w2, &err));
+  Streamed s;
+  stream_decode (&v, tok, n, 7, 25, &s);
+  ck_assert_int_eq (s.n, w1.n_samples);  /* no lost tail, nothing extra */
+  const double d_stream = log_spec_distance (s.pcm, w1.wav, s.n);
+  const double d_seeds = log_spec_distance (w2.wav, w1.wav, s.n);
+  g_print ("150 tokens: %d chunks, %d joins; log-spectral distance streamed↔whole %.4f, "
+           "whole↔whole (other seed) %.4f, ratio %.3f\n", s.chunks, s.n_joins, d_stream, d_seeds,
+           d_stream / d_seeds);
+  ck_assert_msg (d_stream < d_seeds, "streamed %.4f is not closer than another seed %.4f",
+                 d_stream, d_seeds);
+  ck_assert_int_ge (s.n_joins, 1);
+  for (int j = 0; j < s.n_joins; j++) {
+    const gsize p = s.joins[j];
+    const double js = jump_at (s.pcm, s.n, p), jw = jump_at (w1.wav, s.n, p);
+    const double cs = spectral_change_at (s.pcm, s.n, p), cw = spectral_change_at (w1.wav, s.n, p);
+    g_print ("  join at %zu: roughness %.4f (whole %.4f), spectral change %.3f (whole %.3f)\n", p,
+             js, jw, cs, cw);
+    ck_assert_msg (js <= 1.5 * jw + 1e-6, "join %zu: roughness %g vs whole %g", p, js, jw);
+    ck_assert_msg (cs <= 1.5 * cw + 1e-6, "join %zu: spectral change %g vs whole %g", p, cs, cw);
+  }
+  g_free (s.pcm);
+  cb_s3gen_output_clear (&w1);
+  cb_s3gen_output_clear (&w2);
+  g_free (tok);
+  cb_safetensors_free (g);
+  cb_s3gen_voice_clear (&v);
+  cb_safetensors_free (vc);
+}
+END_TEST
+
+/* Work of a streamed 10 s utterance (250 tokens) with the 10 s prompt (500 frames) against its
+ * whole decode, in estimator frame-evaluations (prompt frames included). */
+START_TEST (test_stream_work_bound)
+{
+  CbSafetensors *vc = open_case ("s3gen/tokens_0300.safetensors");
+  CbS3GenVoice v;
+  voice_from_case (vc, &v);
+  ck_assert_int_eq (v.n_prompt_frames, 500);
+  int n;
+  int32_t *all = ids (vc, "input.tokens", &n);
+  ck_assert_int_ge (n, 250);
+  n = 250;
+  GError *err = NULL;
+  const guint64 before = cb_s3gen_frame_evals (s3);
+  CbS3GenOutput w;
+  ck_assert (cb_s3gen_decode_whole (s3, &v, all, n, NULL, 3, NULL, &w, &err));
+  const guint64 whole = cb_s3gen_frame_evals (s3) - before;
+  Streamed s;
+  stream_decode (&v, all, n, 3, 25, &s);
+  g_print ("10 s utterance: whole %" G_GUINT64_FORMAT ", streamed %" G_GUINT64_FORMAT
+           " frame-evaluations in %d chunks: %.3f×\n", whole, s.evals, s.chunks,
+           (double) s.evals / whole);
+  ck_assert_int_eq (s.n, w.n_samples);
+  ck_assert_int_ge (s.chunks, 2);
+  ck_assert_msg (s.evals <= 2 * whole, "streamed work %.3f× the whole decode",
+                 (double) s.evals / whole);
+  g_free (s.pcm);
+  cb_s3gen_output_clear (&w);
+  g_free (all);
+  cb_s3gen_voice_clear (&v);
+  cb_safetensors_free (vc);
+}
+END_TEST
+
+START_TEST (test_cancel_and_empty)
+{
+  CbSafetensors *vc = open_case ("s3gen/tokens_0300.safetensors");
+  CbS3GenVoice v;
+  voice_from_case (vc, &v);
+  GError *err = NULL;
+  const int32_t tok[4] = { 1, 2, 3, 4 };
+  /* a cancel already set: not one estimator evaluation runs */
+  gint cancel = 1;
+  CbS3GenOutput o;
+  const guint64 before = cb_s3gen_frame_evals (s3);
+  ck_assert (!cb_s3gen_decode_whole (s3, &v, tok, 4, NULL, 0, &cancel, &o, &err));
+  ck_assert (g_error_matches (err, CB_ERROR, CB_ERROR_CANCELLED));
+  g_clear_error (&err);
+  ck_assert_uint_eq (cb_s3gen_frame_evals (s3), before);
+  /* zero tokens: nothing to say, an empty result */
+  ck_assert (cb_s3gen_decode_whole (s3, &v, tok, 0, NULL, 0, NULL, &o, &err));
+  ck_assert_int_eq (o.n_samples, 0);
+  cb_s3gen_output_clear (&o);
+  /* ids out of range are refused here (the engine drops them before, as upstream) */
+  const int32_t bad[2] = { 5, cfg.flow.vocab_size };
+  ck_assert (!cb_s3gen_decode_whole (s3, &v, bad, 2, NULL, 0, NULL, &o, &err));
+  ck_assert (g_error_matches (err, CB_ERROR, CB_ERROR_INVALID_ARGUMENT));
+  g_clear_error (&err);
+  /* a stream with no tokens ends with no audio */
+  CbS3GenStream *st = cb_s3gen_stream_new (s3, 16, &err);
+  CbS3GenStreamParams p;
+  cb_s3gen_stream_params_init (&p);
+  ck_assert (cb_s3gen_stream_begin (st, &v, &p, &err));
+  const float *x;
+  gsize k;
+  ck_assert (cb_s3gen_stream_chunk_due (st, TRUE));
+  ck_assert (cb_s3gen_stream_decode (st, TRUE, NULL, &x, &k, &err));
+  ck_assert_uint_eq (k, 0);
+  ck_assert (!cb_s3gen_stream_push (st, tok, 1, &err)); /* ended */
+  g_clear_error (&err);
+  cb_s3gen_stream_free (st);
+  cb_s3gen_voice_clear (&v);
+  cb_safetensors_free (vc);
+}
+END_TEST
+
+/* The keyed noise does not depend on how a range is split into calls. */
+START_TEST (test_noise_is_keyed_by_position)
+{
+  float a[300], b[300], z1[80 * 10], z2[80 * 4];
+  cb_s3gen_noise_normal (42, 3, 1000, a, 300);
+  cb_s3gen_noise_normal (42, 3, 1000, b, 100);
+  cb_s3gen_noise_normal (42, 3, 1100, b + 100, 200);
+  ck_assert (memcmp (a, b, sizeof a) == 0);
+  double m = 0, s2 = 0;
+  for (int i = 0; i < 300; i++)
+    m += a[i], s2 += (double) a[i] * a[i];
+  m /= 300, s2 = s2 / 300 - m * m;
+  ck_assert_msg (fabs (m) < 0.2 && fabs (s2 - 1) < 0.3, "mean %g var %g", m, s2);
+  cb_s3gen_noise_normal (43, 3, 1000, b, 300);
+  ck_assert (memcmp (a, b, sizeof a) != 0);
+  cb_s3gen_noise_cfm (9, 20, 10, z1);
+  cb_s3gen_noise_cfm (9, 26, 4, z2);
+  for (int mbin = 0; mbin < 80; mbin++)
+    for (int t = 0; t < 4; t++)
+      ck_assert (z1[mbin * 10 + 6 + t] == z2[mbin * 4 + t]);
+}
+END_TEST
+
+static Suite *
+s3gen_suite (void)
+{
+  Suite *s = suite_create ("s3gen");
+  TCase *tc = tcase_create ("s3gen");
+  tcase_add_unchecked_fixture (tc, setup, teardown);
+  tcase_set_timeout (tc, 600);
+  tcase_add_test (tc, test_noise_is_keyed_by_position);
+  tcase_add_test (tc, test_whole_decode_matches_upstream);
+  tcase_add_test (tc, test_stream_windows_match_upstream);
+  tcase_add_test (tc, test_streamed_close_to_whole);
+  tcase_add_test (tc, test_stream_work_bound);
+  tcase_add_test (tc, test_cancel_and_empty);
+  suite_add_tcase (s, tc);
+  return s;
+}
+
+CB_CHECK_MAIN (s3gen_suite)
