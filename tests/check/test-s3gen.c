@@ -15,6 +15,7 @@
 #include "cb-check.h"
 #include "config.h"
 #include "conds.h"
+#include "chatterbox.h"
 #include "s3gen.h"
 
 static CbConfig cfg;
@@ -443,6 +444,71 @@ START_TEST (test_noise_is_keyed_by_position)
 }
 END_TEST
 
+/* Text → PCM through the engine's pull API on the golden model. */
+static float *
+speak (CbEngine *e, guint64 seed, gsize *n, int *pieces)
+{
+  GError *err = NULL;
+  CbUtterance *u = cb_utterance_new (e, 0, 40, &err);
+  ck_assert_msg (u != NULL, "%s", err ? err->message : "");
+  CbUtteranceParams p;
+  cb_utterance_params_init (&p);
+  p.seed = seed;
+  p.max_tokens = 40;
+  p.chunk_tokens = 10;
+  ck_assert_msg (cb_utterance_begin (u, "Hello there, how are you?", NULL, &p, &err), "%s",
+                 err ? err->message : "");
+  GArray *pcm = g_array_new (FALSE, FALSE, sizeof (float));
+  gboolean done = FALSE;
+  *pieces = 0;
+  while (!done) {
+    const float *x;
+    gsize k;
+    ck_assert_msg (cb_utterance_read_audio (u, &x, &k, &done, &err), "%s",
+                   err ? err->message : "");
+    for (gsize i = 0; i < k; i++)
+      ck_assert (isfinite (x[i]) && fabsf (x[i]) <= 1.0f);
+    g_array_append_vals (pcm, x, (guint) k);
+    *pieces += k > 0;
+  }
+  int n_tok;
+  cb_utterance_speech_tokens (u, &n_tok);
+  ck_assert_int_eq (pcm->len, (guint) n_tok * 2 * 480);
+  /* reading past the end is an error, not a crash */
+  const float *x;
+  gsize k;
+  ck_assert (!cb_utterance_read_audio (u, &x, &k, &done, &err));
+  g_clear_error (&err);
+  cb_utterance_free (u);
+  *n = pcm->len;
+  return (float *) g_array_free (pcm, FALSE);
+}
+
+START_TEST (test_engine_text_to_pcm)
+{
+  char *dir = cb_test_golden_path ("model");
+  CbEngineParams ep;
+  cb_engine_params_init (&ep);
+  ep.model_location = dir;
+  GError *err = NULL;
+  CbEngine *e = cb_engine_new (&ep, &err);
+  ck_assert_msg (e != NULL, "%s", err ? err->message : "");
+  ck_assert (cb_engine_synthesis_available (e, NULL));
+  gsize n1, n2, n3;
+  int p1, p2, p3;
+  float *a = speak (e, 11, &n1, &p1), *b = speak (e, 11, &n2, &p2), *c = speak (e, 12, &n3, &p3);
+  g_print ("engine: %zu samples in %d pieces (seed 11), %zu in %d (seed 12)\n", n1, p1, n3, p3);
+  ck_assert_uint_gt (n1, 0);
+  ck_assert_uint_eq (n1, n2);
+  ck_assert (memcmp (a, b, n1 * sizeof (float)) == 0);
+  ck_assert (n1 != n3 || memcmp (a, c, n1 * sizeof (float)) != 0);
+  ck_assert_int_ge (p1, 2);  /* 10-token first chunk, then the rest: audio came in pieces */
+  g_free (a), g_free (b), g_free (c);
+  cb_engine_free (e);
+  g_free (dir);
+}
+END_TEST
+
 static Suite *
 s3gen_suite (void)
 {
@@ -456,6 +522,7 @@ s3gen_suite (void)
   tcase_add_test (tc, test_streamed_close_to_whole);
   tcase_add_test (tc, test_stream_work_bound);
   tcase_add_test (tc, test_cancel_and_empty);
+  tcase_add_test (tc, test_engine_text_to_pcm);
   suite_add_tcase (s, tc);
   return s;
 }
