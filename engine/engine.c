@@ -41,11 +41,20 @@ struct CbUtterance {
   GArray      *text_ids;       /* gint32, start and stop included */
   gint32      *speech_tokens;  /* (max_tokens) post-processed */
   int          n_speech_tokens;
-  /* audio */
+  /* audio: T3 runs on `worker` while the reader's thread vocodes (cb_utterance_read_audio) */
   CbS3GenStream *stream;
   gint         cancel;         /* set from any thread: the current utterance stops */
-  int          n_fed;          /* T3 tokens looked at for the stream */
-  gboolean     t3_done, stop_seen, audio_done;
+  GThread     *worker;         /* started by the first read_audio, kept for the stream's life */
+  GMutex       lock;           /* guards the members below */
+  GCond        cond;
+  enum { WORKER_IDLE, WORKER_RUN, WORKER_QUIT } worker_state;
+  gint32      *produced;       /* (max_tokens) T3's tokens as drawn, handed to the reader */
+  int          n_produced;
+  gboolean     t3_done;        /* T3 finished (or failed: t3_error) */
+  GError      *t3_error;
+  /* reader side */
+  int          n_fed;          /* produced tokens looked at for the stream */
+  gboolean     stop_seen, audio_started, audio_done;
 };
 
 /* The public guard bits are t3-guard.h's. */
@@ -322,6 +331,9 @@ cb_utterance_new (CbEngine *e, int max_text_tokens, int max_tokens, GError **err
   }
   u->text_ids = g_array_sized_new (FALSE, FALSE, sizeof (gint32), u->max_text_tokens);
   u->speech_tokens = g_new (gint32, max_tokens);
+  u->produced = g_new (gint32, max_tokens);
+  g_mutex_init (&u->lock);
+  g_cond_init (&u->cond);
   u->stream = cb_s3gen_stream_new (e->s3gen, max_tokens, error);
   if (!u->stream) {
     cb_utterance_free (u);
@@ -335,6 +347,18 @@ cb_utterance_free (CbUtterance *u)
 {
   if (!u)
     return;
+  if (u->worker) {
+    g_atomic_int_set (&u->cancel, 1);
+    g_mutex_lock (&u->lock);
+    u->worker_state = WORKER_QUIT;
+    g_cond_broadcast (&u->cond);
+    g_mutex_unlock (&u->lock);
+    g_thread_join (u->worker);
+  }
+  g_clear_error (&u->t3_error);
+  g_mutex_clear (&u->lock);
+  g_cond_clear (&u->cond);
+  g_free (u->produced);
   cb_t3_decoder_free (u->decoder);
   cb_s3gen_stream_free (u->stream);
   if (u->text_ids)
@@ -386,13 +410,17 @@ text_to_ids (CbUtterance *u, const char *text, GError **error)
   return TRUE;
 }
 
+static void stop_worker (CbUtterance *u);
+
 gboolean
 cb_utterance_begin (CbUtterance *u, const char *text, const CbVoice *voice,
                     const CbUtteranceParams *params, GError **error)
 {
   u->n_speech_tokens = 0;
-  u->n_fed = 0;
-  u->t3_done = u->stop_seen = FALSE;
+  stop_worker (u);
+  u->n_fed = u->n_produced = 0;
+  u->t3_done = u->stop_seen = u->audio_started = FALSE;
+  g_clear_error (&u->t3_error);
   u->audio_done = TRUE;  /* until everything below has worked */
   g_atomic_int_set (&u->cancel, 0);
   if (!text_to_ids (u, text, error))
@@ -431,16 +459,67 @@ cb_utterance_begin (CbUtterance *u, const char *text, const CbVoice *voice,
   return TRUE;
 }
 
-/* Hands T3's new tokens to the stream as upstream's post-processing would keep them: up to the
- * stop token, ids below the start token only. (Upstream also drops everything before a start
- * token T3 might sample mid-utterance; a stream cannot take back audio, so such a token is only
- * dropped, like other out-of-range ids.) */
+/* The T3 side of an audio stream: decodes tokens while the reader vocodes the ones before. */
+static gpointer
+worker_main (gpointer data)
+{
+  CbUtterance *u = data;
+  g_mutex_lock (&u->lock);
+  for (;;) {
+    while (u->worker_state == WORKER_IDLE)
+      g_cond_wait (&u->cond, &u->lock);
+    if (u->worker_state == WORKER_QUIT)
+      break;
+    g_mutex_unlock (&u->lock);
+    gboolean done = FALSE;
+    GError *err = NULL;
+    while (!done && !err) {
+      gint32 token;
+      if (g_atomic_int_get (&u->cancel))
+        g_set_error (&err, CB_ERROR, CB_ERROR_CANCELLED, "the utterance was cancelled");
+      else if (cb_t3_decoder_next (u->decoder, NULL, &token, &done, &err)) {
+        g_mutex_lock (&u->lock);
+        u->produced[u->n_produced++] = token;
+        g_cond_broadcast (&u->cond);
+        g_mutex_unlock (&u->lock);
+      }
+    }
+    g_mutex_lock (&u->lock);
+    u->t3_done = TRUE;
+    u->t3_error = err;
+    if (u->worker_state == WORKER_RUN)
+      u->worker_state = WORKER_IDLE;
+    g_cond_broadcast (&u->cond);
+  }
+  g_mutex_unlock (&u->lock);
+  return NULL;
+}
+
+/* Waits until the worker is idle (cancelling what it does), so the decoder may be reset. */
+static void
+stop_worker (CbUtterance *u)
+{
+  if (!u->worker)
+    return;
+  g_mutex_lock (&u->lock);
+  if (u->worker_state == WORKER_RUN) {
+    g_atomic_int_set (&u->cancel, 1);
+    while (u->worker_state == WORKER_RUN)
+      g_cond_wait (&u->cond, &u->lock);
+  }
+  g_mutex_unlock (&u->lock);
+}
+
+/* Hands the worker's new tokens to the stream as upstream's post-processing would keep them: up
+ * to the stop token, ids below the start token only. (Upstream also drops everything before a
+ * start token T3 might sample mid-utterance; a stream cannot take back audio, so such a token is
+ * only dropped, like other out-of-range ids.) Called with u->lock held. */
 static gboolean
 feed_stream (CbUtterance *u, GError **error)
 {
   const CbT3Sampler *s = cb_t3_decoder_sampler (u->decoder);
-  for (; u->n_fed < s->n_tokens; u->n_fed++) {
-    const gint32 t = s->tokens[u->n_fed];
+  for (; u->n_fed < u->n_produced; u->n_fed++) {
+    const gint32 t = u->produced[u->n_fed];
     if (t == s->eos_id)
       u->stop_seen = TRUE;
     if (u->stop_seen || t < 0 || t >= s->bos_id)
@@ -449,6 +528,15 @@ feed_stream (CbUtterance *u, GError **error)
       return FALSE;
   }
   return TRUE;
+}
+
+static gboolean
+audio_failed (CbUtterance *u, GError **error, GError *err)
+{
+  stop_worker (u);
+  u->audio_done = TRUE;
+  g_propagate_error (error, err);
+  return FALSE;
 }
 
 gboolean
@@ -462,32 +550,41 @@ cb_utterance_read_audio (CbUtterance *u, const float **pcm, gsize *n_samples, gb
     g_set_error (error, CB_ERROR, CB_ERROR_INVALID_ARGUMENT, "no utterance in progress");
     return FALSE;
   }
+  if (!u->audio_started) {
+    if (!u->worker)
+      u->worker = g_thread_new ("cb-t3", worker_main, u);
+    g_mutex_lock (&u->lock);
+    u->worker_state = WORKER_RUN;
+    g_cond_broadcast (&u->cond);
+    g_mutex_unlock (&u->lock);
+    u->audio_started = TRUE;
+  }
+  GError *err = NULL;
   for (;;) {
-    if (g_atomic_int_get (&u->cancel)) {
-      u->audio_done = TRUE;
-      g_set_error (error, CB_ERROR, CB_ERROR_CANCELLED, "the utterance was cancelled");
-      return FALSE;
+    /* take what T3 made; wait only when no chunk can be decoded yet */
+    g_mutex_lock (&u->lock);
+    gboolean final = FALSE;
+    for (;;) {
+      if (!feed_stream (u, &err))
+        break;
+      final = u->t3_done;
+      if (final && u->t3_error)
+        err = g_steal_pointer (&u->t3_error);
+      if (err || g_atomic_int_get (&u->cancel) || cb_s3gen_stream_chunk_due (u->stream, final))
+        break;
+      g_cond_wait (&u->cond, &u->lock);
     }
-    const gboolean final = u->t3_done;
-    if (cb_s3gen_stream_chunk_due (u->stream, final)) {
-      if (!cb_s3gen_stream_decode (u->stream, final, &u->cancel, pcm, n_samples, error)) {
-        u->audio_done = TRUE;
-        return FALSE;
-      }
-      if (final)
-        u->audio_done = *done = TRUE;
-      if (*n_samples > 0 || final)
-        return TRUE;
-      continue;
-    }
-    gint32 token;
-    gboolean t3_done = FALSE;
-    if (!cb_t3_decoder_next (u->decoder, NULL, &token, &t3_done, error)
-        || !feed_stream (u, error)) {
-      u->audio_done = TRUE;
-      return FALSE;
-    }
-    u->t3_done = t3_done;
+    g_mutex_unlock (&u->lock);
+    if (!err && g_atomic_int_get (&u->cancel))
+      g_set_error (&err, CB_ERROR, CB_ERROR_CANCELLED, "the utterance was cancelled");
+    if (err)
+      return audio_failed (u, error, err);
+    if (!cb_s3gen_stream_decode (u->stream, final, &u->cancel, pcm, n_samples, &err))
+      return audio_failed (u, error, err);
+    if (final)
+      u->audio_done = *done = TRUE;
+    if (*n_samples > 0 || final)
+      return TRUE;
   }
 }
 
@@ -512,6 +609,11 @@ cb_utterance_frame_evals (const CbUtterance *u)
 gboolean
 cb_utterance_next (CbUtterance *u, gint32 *token, gboolean *done, GError **error)
 {
+  if (u->audio_started) {
+    g_set_error (error, CB_ERROR, CB_ERROR_INVALID_ARGUMENT,
+                 "the utterance's tokens are being decoded for audio (cb_utterance_read_audio)");
+    return FALSE;
+  }
   return cb_t3_decoder_next (u->decoder, NULL, token, done, error);
 }
 
