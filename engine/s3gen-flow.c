@@ -353,14 +353,15 @@ check_config (const CbConfig *cfg, GError **error)
   const CbFlowEncoderConfig *ec = &cfg->flow_encoder;
   /* cb_config_validate enforces these; a hand-made config must not reach the arithmetic below */
   if (fc->input_size != ec->input_size || ec->input_size != ec->output_size
-      || ec->attention_heads < 1 || ec->output_size % (2 * ec->attention_heads) != 0
+      || ec->attention_heads < 1 || ec->output_size % ec->attention_heads != 0
+      || ec->output_size % 2 != 0
       || ec->upsample_stride < 1 || ec->upsample_stride != fc->token_mel_ratio
       || fc->pre_lookahead_len < 0 || fc->pre_lookahead_len != ec->pre_lookahead_len
       || ec->linear_units < 1 || fc->output_size < 1 || fc->spk_embed_dim < 1
       || fc->vocab_size < 1) {
     g_set_error (error, CB_ERROR, CB_ERROR_UNSUPPORTED,
                  "s3gen flow: needs s3gen_flow.input_size (%d) = s3gen_flow_encoder.input_size "
-                 "(%d) = output_size (%d) (upstream's up_embed), output_size divisible by 2 x "
+                 "(%d) = output_size (%d) (upstream's up_embed), an even output_size divisible by "
                  "attention_heads (%d), upsample_stride (%d) = token_mel_ratio (%d) >= 1 and "
                  "equal pre_lookahead_len (%d, %d)",
                  fc->input_size, ec->input_size, ec->output_size, ec->attention_heads,
@@ -375,7 +376,8 @@ check_config (const CbConfig *cfg, GError **error)
 static int
 max_tokens (const CbS3GenFlow *f)
 {
-  gint64 widest = MAX (MAX (f->C, f->I), MAX (f->M, (gint64) f->C * MAX (f->k_up, f->k_lookahead)));
+  const gint64 conv_rows = (gint64) f->C * MAX (f->k_up, f->k_lookahead);
+  const gint64 widest = MAX (MAX (f->C, f->I), MAX (f->M, conv_rows));
   gint64 t2 = MIN ((gint64) sqrt ((double) G_MAXINT / 2.0), G_MAXINT / widest);
   return (int) (t2 / f->stride);
 }
@@ -460,9 +462,10 @@ cb_s3gen_flow_encode (CbS3GenFlow *flow, CbArena *scratch, const int32_t *tokens
                       float *mu, float *h_out, GError **error)
 {
   const CbS3GenFlow *f = flow;
-  if (n_tokens < 1 || n_tokens > f->max_tokens || !tokens || !mu) {
+  if (n_tokens < 1 || n_tokens > f->max_tokens || !tokens || !mu || !scratch) {
     g_set_error (error, CB_ERROR, CB_ERROR_INVALID_ARGUMENT,
-                 "s3gen flow: %d tokens (must be 1 .. %d, with token and mu buffers)", n_tokens,
+                 "s3gen flow: %d tokens (must be 1 .. %d, with token, mu and scratch buffers)",
+                 n_tokens,
                  f->max_tokens);
     return FALSE;
   }
