@@ -507,7 +507,8 @@ cb_hift_f0 (CbHift *hift, CbArena *scratch, const float *mel, int T, float *f0)
 /* The frame torch's nearest upsampling (nn.Upsample(scale_factor = spf) → upsample_nearest1d with
  * the scale given) reads for output sample i: min(floor(float(i) · float(1 / spf)), T − 1) in
  * float, with UpSample.h's exact shortcuts for factors 1 and 2. This is i / spf until float(i) ·
- * scale rounds across a frame boundary, which first happens beyond speech lengths (~10^4 frames). */
+ * scale rounds across a frame boundary: for spf 480 first at sample 10186559 (frame 21221, 7 min
+ * of audio), where torch already reads the next frame. */
 static int64_t
 upsample_source_index (int64_t i, int spf, int T)
 {
@@ -665,7 +666,7 @@ source_frames_body (void *ctx, int64_t begin, int64_t end)
     const float sigma = uv * h->noise_std + (1.0f - uv) * h->sine_amp / 3.0f;
     for (int hh = 0; hh < h->n_harm; hh++) {
       const float F = harmonic_step (h, f, hh), psi = j->phases[hh];
-      double acc = j->start[hh * j->T + t];
+      double acc = j->start[(int64_t) hh * j->T + t];
       float *row = j->e + hh * j->L + i0;
       for (int64_t k = 0; k < n; k++) {
         acc += F;

@@ -10,9 +10,8 @@
  *
  * A CbHift holds what is built once (weight-norm folded weights, the STFT and iSTFT bases as
  * convolution kernels); every activation of a call comes from the caller's CbArena, sized with
- * cb_hift_scratch_floats. The functions do not allocate and may run on any thread, one call per
- * CbHift at a time (they share nothing but read-only weights, so separate arenas make separate
- * calls independent).
+ * cb_hift_scratch_floats. The functions do not allocate and only read the CbHift, so calls with
+ * separate arenas may run on any threads at once (their parallel loops then take turns).
  *
  * Randomness is the caller's: SineGen's initial phases and its Gaussian noise come in as arrays, so
  * a test can pass upstream's draws and the engine its own generator's. */
