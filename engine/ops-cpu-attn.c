@@ -117,11 +117,18 @@ cb_rope_apply (float *x, const CbRopeTable *rope, int T, int H, int pos0)
 /* ---------------------------------------------------------------------------------------------- */
 /* attention
  *
- * Two paths with the same arithmetic definition:
- *  - many query rows (prefill, S3Gen): per head, in blocks of rows, S = scale·Q·Kᵀ (one GEMM), bias,
- *    mask and softmax row by row (our pool), then O = S·V (a second GEMM). Q, K, V and O are
- *    addressed in place through the GEMM's leading dimensions (rows of H·D or Hkv·D floats). Heads
- *    run one after another so OpenBLAS has the cores for each GEMM.
+ * Three paths with the same arithmetic definition:
+ *  - many query rows, causal or captured (T3 prefill): per head, in blocks of rows, S = scale·Q·Kᵀ
+ *    (one GEMM), bias, mask and softmax row by row (our pool), then O = S·V (a second GEMM). Q, K, V
+ *    and O are addressed in place through the GEMM's leading dimensions (rows of H·D or Hkv·D
+ *    floats). Heads run one after another so OpenBLAS has the cores for each GEMM.
+ *  - many query rows, full attention without capture (the S3Gen estimator and encoder, the
+ *    perceiver): fused. Work items are (head, chunk of query rows) on our pool; an item transposes
+ *    its head's keys once into its thread's scratch, then for a few rows at a time computes scores,
+ *    softmax and the output with register-tiled kernels while the score rows are still in cache.
+ *    With one GEMM pair per head, OpenBLAS wrote, re-read and zeroed a Tq × L score block per head
+ *    (L = 1000: 4 MB, far out of cache) and the pool and OpenBLAS took turns waking their threads;
+ *    at S3Gen sizes this path is about twice as fast.
  *  - a few query rows (a decode step): BLAS calls on one row are all overhead, so each (head, row)
  *    is one work item of our pool: dot products, softmax and the weighted sum over V in lanes.
  * Scores live in the running thread's scratch (cb_thread_scratch): it grows to the largest call and
@@ -226,6 +233,246 @@ attention_gemm (const AttnArgs *a)
   }
 }
 
+/* ---- fused path (full attention, no capture) ---- */
+
+/* Query rows per work item, and the most score floats one block of rows holds (128 KiB: the rows
+ * stay in L2 between the score, softmax and output passes). */
+#define FUSED_CHUNK_ROWS 64
+#define FUSED_SCORE_FLOATS (1 << 15)
+/* Register tile: FUSED_MR query rows × FUSED_NR columns (two vectors: of keys for the scores, of
+ * head dims for the output): 12 accumulators, which leaves room for the operands in 16 vector
+ * registers. */
+#define FUSED_MR 6
+#define FUSED_NR (2 * CB_VEC_LANES)
+
+/* x in every lane as one broadcast. cb_vf_splat's `0 + x` has to be kept (it turns −0 into +0):
+ * an extra add per use and a register for the zero, which these tiles need for accumulators; and
+ * gcc builds a brace-initialised vector lane by lane inside target_clones functions. */
+G_STATIC_ASSERT (CB_VEC_LANES == 8);
+CB_VEC_INLINE cb_vf
+fused_bcast (float x)
+{
+#if defined(__GNUC__) && !defined(__clang__)
+  return __builtin_shuffle ((cb_vf) { x }, (cb_vi) { 0 });
+#else
+  return (cb_vf) { x, x, x, x, x, x, x, x };
+#endif
+}
+
+/* s[r, 0..FUSED_NR) = scale · q[r] · keys for MR query rows against one panel of packed keys
+ * (panel[d·FUSED_NR + i] = key i's dim d: one contiguous stream per tile). Every score is the same
+ * d-ordered sum whatever the tile. */
+CB_VEC_INLINE void
+fused_scores_tile (const float *q, int q_ld, const float *panel, int D, float scale, float *s,
+                   int s_ld, int MR)
+{
+  cb_vf acc[FUSED_MR][2];
+#pragma GCC unroll 6
+  for (int r = 0; r < MR; r++)
+    acc[r][0] = acc[r][1] = fused_bcast (0.0f);
+  for (int d = 0; d < D; d++) {
+    const cb_vf k0 = cb_vf_load (panel + (size_t) d * FUSED_NR);
+    const cb_vf k1 = cb_vf_load (panel + (size_t) d * FUSED_NR + CB_VEC_LANES);
+#pragma GCC unroll 6
+    for (int r = 0; r < MR; r++) {
+      const cb_vf qv = fused_bcast (q[(size_t) r * q_ld + d]);
+      acc[r][0] += qv * k0;
+      acc[r][1] += qv * k1;
+    }
+  }
+#pragma GCC unroll 6
+  for (int r = 0; r < MR; r++) {
+    cb_vf_store (s + (size_t) r * s_ld, acc[r][0] * fused_bcast (scale));
+    cb_vf_store (s + (size_t) r * s_ld + CB_VEC_LANES, acc[r][1] * fused_bcast (scale));
+  }
+}
+
+/* o[r, 0..NV·lanes) = inv[r] · Σ_j p[r, j] · v[j, 0..NV·lanes) over keys j < L, for MR rows;
+ * v is the head's values packed as (L, D) rows. */
+CB_VEC_INLINE void
+fused_output_tile (const float *p, int p_ld, const float *v, int D, int L, const float *inv,
+                   float *o, int o_ld, int MR, int NV)
+{
+  cb_vf acc[FUSED_MR][2];
+#pragma GCC unroll 6
+  for (int r = 0; r < MR; r++)
+    acc[r][0] = acc[r][1] = fused_bcast (0.0f);
+  for (int j = 0; j < L; j++) {
+    const float *vj = v + (size_t) j * D;
+    const cb_vf v0 = cb_vf_load (vj);
+    const cb_vf v1 = NV > 1 ? cb_vf_load (vj + CB_VEC_LANES) : v0;
+#pragma GCC unroll 6
+    for (int r = 0; r < MR; r++) {
+      const cb_vf pv = fused_bcast (p[(size_t) r * p_ld + j]);
+      acc[r][0] += pv * v0;
+      if (NV > 1)
+        acc[r][1] += pv * v1;
+    }
+  }
+#pragma GCC unroll 6
+  for (int r = 0; r < MR; r++) {
+    cb_vf_store (o + (size_t) r * o_ld, acc[r][0] * fused_bcast (inv[r]));
+    if (NV > 1)
+      cb_vf_store (o + (size_t) r * o_ld + CB_VEC_LANES, acc[r][1] * fused_bcast (inv[r]));
+  }
+}
+
+/* One specialised copy per row count: MR must be a constant for the accumulators to live in
+ * registers. */
+#define FUSED_DISPATCH_MR(mr, call)                                                         \
+  switch (mr) {                                                                             \
+  case 1: call (1); break;                                                                  \
+  case 2: call (2); break;                                                                  \
+  case 3: call (3); break;                                                                  \
+  case 4: call (4); break;                                                                  \
+  case 5: call (5); break;                                                                  \
+  default: call (6); break;                                                                 \
+  }
+
+/* Bias, then e^(s − max) over a score row of Lp entries (keys L.. are padding); returns 1/Σ, or 0
+ * for a row whose keys are all −inf (its output is then 0, as on the other paths). */
+CB_VEC_INLINE float
+fused_softmax_row (const AttnArgs *a, float *row, int h, int t, int Lp)
+{
+  const int L = a->L;
+  if (a->bias) {
+    const float *b = a->bias + h * a->bias_head_stride + (size_t) t * a->bias_row_stride;
+    for (int key = 0; key < L; key++)
+      row[key] += b[key];
+  }
+  for (int key = L; key < Lp; key++)
+    row[key] = -INFINITY;
+  cb_vf vmax = fused_bcast (-INFINITY);
+  for (int i = 0; i < Lp; i += CB_VEC_LANES)
+    vmax = cb_vf_max (vmax, cb_vf_load (row + i));
+  float mx = -INFINITY;
+  for (int l = 0; l < CB_VEC_LANES; l++)
+    mx = vmax[l] > mx ? vmax[l] : mx;
+  if (mx == -INFINITY)
+    mx = 0.0f;
+  cb_vf vsum = fused_bcast (0.0f);
+  for (int i = 0; i < Lp; i += CB_VEC_LANES) {
+    cb_vf e = cb_vf_exp (cb_vf_load (row + i) - fused_bcast (mx));
+    cb_vf_store (row + i, e);
+    vsum += e;
+  }
+  float sum = 0.0f;
+  for (int l = 0; l < CB_VEC_LANES; l++)
+    sum += vsum[l];
+  return sum > 0.0f ? 1.0f / sum : 0.0f;
+}
+
+typedef struct {
+  const AttnArgs *a;
+  int             n_chunks;  /* chunks of FUSED_CHUNK_ROWS query rows per head */
+  int             Lp;        /* keys rounded up to FUSED_NR */
+  int             block;     /* query rows per score block */
+} FusedJob;
+
+/* Pack KV head hk: keys into panels of FUSED_NR (zero past L, so every panel is whole) and values
+ * into contiguous (L, D) rows. Both are streamed once per tile; in place in the (·, Hkv·D) rows
+ * their 2 KiB strides map onto a few cache sets and keep evicting each other. */
+static void
+fused_pack_head (const AttnArgs *a, int hk, int Lp, float *kp, float *vp)
+{
+  const int D = a->D, L = a->L, kv_ld = a->Hkv * D;
+  const float *kh = a->k + (size_t) hk * D, *vh = a->v + (size_t) hk * D;
+  for (int key = 0; key < Lp; key++) {
+    float *dst = kp + (size_t) (key / FUSED_NR) * D * FUSED_NR + key % FUSED_NR;
+    const float *src = kh + (size_t) key * kv_ld;
+    for (int d = 0; d < D; d++)
+      dst[(size_t) d * FUSED_NR] = key < L ? src[d] : 0.0f;
+  }
+  for (int key = 0; key < L; key++)
+    memcpy (vp + (size_t) key * D, vh + (size_t) key * kv_ld, sizeof (float) * D);
+}
+
+/* Output rows [t0, t0 + rows) of head h from packed keys/values; scores is (rows, Lp). */
+CB_VEC_CLONES static void
+fused_block (const FusedJob *j, int h, int t0, int rows, const float *kp, const float *vp,
+             float *scores, float *inv)
+{
+  const AttnArgs *a = j->a;
+  const int D = a->D, L = a->L, Lp = j->Lp, q_ld = a->H * D;
+  const float *qb = a->q + (size_t) t0 * q_ld + (size_t) h * D;
+  float *ob = a->out + (size_t) t0 * q_ld + (size_t) h * D;
+
+  for (int r0 = 0; r0 < rows; r0 += FUSED_MR) {
+    const int mr = MIN (FUSED_MR, rows - r0);
+    for (int key0 = 0; key0 < Lp; key0 += FUSED_NR) {
+#define SCORES(MR) fused_scores_tile (qb + (size_t) r0 * q_ld, q_ld, kp + (size_t) key0 * D, D, \
+                                      a->scale, scores + (size_t) r0 * Lp + key0, Lp, MR)
+      FUSED_DISPATCH_MR (mr, SCORES);
+#undef SCORES
+    }
+  }
+  for (int r = 0; r < rows; r++)
+    inv[r] = fused_softmax_row (a, scores + (size_t) r * Lp, h, t0 + r, Lp);
+
+  for (int r0 = 0; r0 < rows; r0 += FUSED_MR) {
+    const int mr = MIN (FUSED_MR, rows - r0);
+    const float *pb = scores + (size_t) r0 * Lp;
+    float *orow = ob + (size_t) r0 * q_ld;
+    int d0 = 0;
+    for (; d0 + FUSED_NR <= D; d0 += FUSED_NR) {
+#define OUT2(MR) fused_output_tile (pb, Lp, vp + d0, D, L, inv + r0, orow + d0, q_ld, MR, 2)
+      FUSED_DISPATCH_MR (mr, OUT2);
+#undef OUT2
+    }
+    if (d0 + CB_VEC_LANES <= D) {
+#define OUT1(MR) fused_output_tile (pb, Lp, vp + d0, D, L, inv + r0, orow + d0, q_ld, MR, 1)
+      FUSED_DISPATCH_MR (mr, OUT1);
+#undef OUT1
+      d0 += CB_VEC_LANES;
+    }
+    /* head dims past the last full vector: the same j-ordered sums, one at a time */
+    for (int r = 0; r < mr; r++)
+      for (int d = d0; d < D; d++) {
+        float sum = 0.0f;
+        for (int key = 0; key < L; key++)
+          sum += pb[(size_t) r * Lp + key] * vp[(size_t) key * D + d];
+        orow[(size_t) r * q_ld + d] = sum * inv[r0 + r];
+      }
+  }
+}
+
+/* Items are (head, chunk of query rows), head-major, so a thread's consecutive items mostly share
+ * the packed head. */
+static void
+fused_body (void *ctx, int64_t begin, int64_t end)
+{
+  const FusedJob *j = ctx;
+  const AttnArgs *a = j->a;
+  const int D = a->D, Lp = j->Lp, group = a->H / a->Hkv;
+  float *kp = cb_thread_scratch ((size_t) Lp * D * 2 + (size_t) j->block * (Lp + 1));
+  float *vp = kp + (size_t) Lp * D, *scores = vp + (size_t) Lp * D;
+  float *inv = scores + (size_t) j->block * Lp;
+  int packed = -1;
+
+  for (int64_t item = begin; item < end; item++) {
+    const int h = (int) (item / j->n_chunks), chunk = (int) (item % j->n_chunks);
+    if (h / group != packed) {
+      packed = h / group;
+      fused_pack_head (a, packed, Lp, kp, vp);
+    }
+    const int t_end = MIN (a->Tq, (chunk + 1) * FUSED_CHUNK_ROWS);
+    for (int t0 = chunk * FUSED_CHUNK_ROWS; t0 < t_end; t0 += j->block)
+      fused_block (j, h, t0, MIN (j->block, t_end - t0), kp, vp, scores, inv);
+  }
+}
+
+static void
+attention_fused (const AttnArgs *a)
+{
+  FusedJob job = { a, (a->Tq + FUSED_CHUNK_ROWS - 1) / FUSED_CHUNK_ROWS, 0, 0 };
+  job.Lp = (a->L + FUSED_NR - 1) / FUSED_NR * FUSED_NR;
+  job.block = (int) CLAMP (FUSED_SCORE_FLOATS / job.Lp / FUSED_MR * FUSED_MR, FUSED_MR,
+                           FUSED_CHUNK_ROWS);
+  const int64_t per_item = (int64_t) FUSED_CHUNK_ROWS * a->L * a->D;
+  cb_parallel_for ((int64_t) a->H * job.n_chunks, 1 + CB_PARALLEL_GRAIN / per_item, fused_body,
+                   &job);
+}
+
 /* ---- direct path ---- */
 
 CB_VEC_INLINE float
@@ -283,7 +530,10 @@ attention (const AttnArgs *a)
   if (a->Tq <= 0 || a->L <= 0)
     return;
   if (a->Tq > DIRECT_MAX_ROWS) {
-    attention_gemm (a);
+    if (a->pos0 < 0 && !a->capture)
+      attention_fused (a);
+    else
+      attention_gemm (a);
     return;
   }
   /* a few heads per part: one head against a short cache is too little work to hand over */

@@ -12,6 +12,8 @@
 
 /* PreLookaheadLayer.conv2: upstream hard-codes kernel 3 with 2 frames of left padding (causal). */
 #define LOOKAHEAD_CONV2_KERNEL 3
+/* Query rows per block of the relative-position term (see self_attention). */
+#define ATTN_ROW_BLOCK 64
 /* F.leaky_relu's default slope, which PreLookaheadLayer uses. */
 #define LEAKY_SLOPE 0.01f
 /* F.normalize's eps for the x-vector. */
@@ -174,7 +176,8 @@ typedef struct {
   float *hid;                  /* (T2, I) feed-forward hidden */
   float *qu, *qv, *kh, *vh, *oh;  /* (T2, D) one head: q + u, (q + v)/√D, k, v, output */
   float *ph;                   /* (2·T2 − 1, D) one head's projected positions */
-  float *bd;                   /* (T2, 2·T2 − 1) one head's position scores before the shift */
+  float *bd;                   /* (ATTN_ROW_BLOCK, T2 + ATTN_ROW_BLOCK − 1) a row block's position
+                                  scores, before the shift */
   float *mu;                   /* (T2, M) encoder_proj output, time-major */
   float *col;                  /* convolution scratch */
 } Buffers;
@@ -215,7 +218,7 @@ layout_buffers (const CbS3GenFlow *f, int n_tokens, CbArena *arena, Buffers *b)
   TAKE (b->vh, T2 * D);
   TAKE (b->oh, T2 * D);
   TAKE (b->ph, R * D);
-  TAKE (b->bd, T2 * R);
+  TAKE (b->bd, MIN (ATTN_ROW_BLOCK, T2) * (T2 + MIN (ATTN_ROW_BLOCK, T2) - 1));
   TAKE (b->mu, T2 * f->M);
   TAKE (b->col, col);
 #undef TAKE
@@ -243,10 +246,13 @@ gather_head (float *dst, const float *src, const float *add, float scale, int ro
 /* RelPositionMultiHeadedAttention on b->xn (T rows) with sinusoids pos (2T−1 rows); the heads'
  * concatenated output is left in b->q. Score of head h, query i, key j:
  *   [(q_i + u_h)·k_j + (q_i + v_h)·P_h(i − j)] / √D
- * The position term is one product bd = (q + v_h)·P_hᵀ over all 2T−1 distances; upstream's
- * rel_shift then picks column T−1−i+j of row i (distance i − j), which is the bias row i read from
- * bd + T−1 with a row stride of 2T−2 — no copy. The 1/√D goes into q + v_h first (exact for the
- * power-of-two widths used) so bd is already on the scores' scale. */
+ * Upstream multiplies (q + v_h) by all 2T−1 projected distances and then rel_shift picks, in row i,
+ * column T−1−i+j (distance i − j). Row i thus reads the window of T rows of P_h starting at T−1−i,
+ * so a block of query rows i0 .. i0+n−1 needs only the T+n−1 rows starting at T−i0−n: their product
+ * with the block (half the work of the full one) is the block's score bias, read by the attention
+ * op from bd + n−1 with a row stride of T+n−2 (column n−1−a+j of local row a) — no shift copied.
+ * The 1/√D goes into q + v_h first (exact for the power-of-two widths used) so the bias is already
+ * on the scores' scale. */
 static void
 self_attention (const CbS3GenFlow *f, const ConformerLayer *l, const Buffers *b, const float *pos,
                 int T)
@@ -264,9 +270,13 @@ self_attention (const CbS3GenFlow *f, const ConformerLayer *l, const Buffers *b,
     gather_head (b->kh, b->k, NULL, 1.0f, T, C, D, h);
     gather_head (b->vh, b->v, NULL, 1.0f, T, C, D, h);
     gather_head (b->ph, b->p, NULL, 1.0f, R, C, D, h);
-    cb_matmul (b->bd, b->qv, b->ph, NULL, T, D, R);
-    cb_attention (b->oh, b->qu, b->kh, b->vh, T, T, 1, 1, D, scale, b->bd + (T - 1), 0,
-                  (size_t) (R - 1), NULL);
+    for (int i0 = 0; i0 < T; i0 += ATTN_ROW_BLOCK) {
+      const int n = MIN (ATTN_ROW_BLOCK, T - i0), width = T + n - 1;
+      cb_matmul (b->bd, b->qv + (size_t) i0 * D, b->ph + (size_t) (T - i0 - n) * D, NULL, n, D,
+                 width);
+      cb_attention (b->oh + (size_t) i0 * D, b->qu + (size_t) i0 * D, b->kh, b->vh, n, T, 1, 1, D,
+                    scale, b->bd + (n - 1), 0, (size_t) (width - 1), NULL);
+    }
     /* head h's columns of q were consumed above, so they take its output */
     for (int t = 0; t < T; t++)
       memcpy (b->q + (size_t) t * C + (size_t) h * D, b->oh + (size_t) t * D, sizeof (float) * D);
@@ -343,14 +353,15 @@ check_config (const CbConfig *cfg, GError **error)
   const CbFlowEncoderConfig *ec = &cfg->flow_encoder;
   /* cb_config_validate enforces these; a hand-made config must not reach the arithmetic below */
   if (fc->input_size != ec->input_size || ec->input_size != ec->output_size
-      || ec->attention_heads < 1 || ec->output_size % (2 * ec->attention_heads) != 0
+      || ec->attention_heads < 1 || ec->output_size % ec->attention_heads != 0
+      || ec->output_size % 2 != 0
       || ec->upsample_stride < 1 || ec->upsample_stride != fc->token_mel_ratio
       || fc->pre_lookahead_len < 0 || fc->pre_lookahead_len != ec->pre_lookahead_len
       || ec->linear_units < 1 || fc->output_size < 1 || fc->spk_embed_dim < 1
       || fc->vocab_size < 1) {
     g_set_error (error, CB_ERROR, CB_ERROR_UNSUPPORTED,
                  "s3gen flow: needs s3gen_flow.input_size (%d) = s3gen_flow_encoder.input_size "
-                 "(%d) = output_size (%d) (upstream's up_embed), output_size divisible by 2 x "
+                 "(%d) = output_size (%d) (upstream's up_embed), an even output_size divisible by "
                  "attention_heads (%d), upsample_stride (%d) = token_mel_ratio (%d) >= 1 and "
                  "equal pre_lookahead_len (%d, %d)",
                  fc->input_size, ec->input_size, ec->output_size, ec->attention_heads,
@@ -365,7 +376,8 @@ check_config (const CbConfig *cfg, GError **error)
 static int
 max_tokens (const CbS3GenFlow *f)
 {
-  gint64 widest = MAX (MAX (f->C, f->I), MAX (f->M, (gint64) f->C * MAX (f->k_up, f->k_lookahead)));
+  const gint64 conv_rows = (gint64) f->C * MAX (f->k_up, f->k_lookahead);
+  const gint64 widest = MAX (MAX (f->C, f->I), MAX (f->M, conv_rows));
   gint64 t2 = MIN ((gint64) sqrt ((double) G_MAXINT / 2.0), G_MAXINT / widest);
   return (int) (t2 / f->stride);
 }
@@ -450,9 +462,10 @@ cb_s3gen_flow_encode (CbS3GenFlow *flow, CbArena *scratch, const int32_t *tokens
                       float *mu, float *h_out, GError **error)
 {
   const CbS3GenFlow *f = flow;
-  if (n_tokens < 1 || n_tokens > f->max_tokens || !tokens || !mu) {
+  if (n_tokens < 1 || n_tokens > f->max_tokens || !tokens || !mu || !scratch) {
     g_set_error (error, CB_ERROR, CB_ERROR_INVALID_ARGUMENT,
-                 "s3gen flow: %d tokens (must be 1 .. %d, with token and mu buffers)", n_tokens,
+                 "s3gen flow: %d tokens (must be 1 .. %d, with token, mu and scratch buffers)",
+                 n_tokens,
                  f->max_tokens);
     return FALSE;
   }

@@ -572,7 +572,8 @@ ref_attention_row (double *o, double *p, const float *q, const float *k, const f
 }
 
 /* One attention case, causal when pos0 >= 0, with heads 1 and H-1 captured. Tq <= 8 exercises the
- * direct (decode) path of ops-cpu-attn.c, more rows the GEMM path. */
+ * direct (decode) path of ops-cpu-attn.c, more rows the GEMM path; the second call, without capture,
+ * takes the fused path when the attention is full and Tq > 8. */
 static void
 check_attention (guint64 seed, int Tq, int pos0, int L, int H, int Hkv, int D, int bias_kind)
 {
@@ -671,6 +672,13 @@ check_fully_masked_row (int Tq)
   for (int h = 0; h < H; h++)
     for (int d = 0; d < D; d++)
       ck_assert_float_eq (out[((size_t) 1 * H + h) * D + d], 0.0f);
+  /* without capture (the fused path when Tq > 8) */
+  cb_attention (out, q, k, v, Tq, L, H, H, D, 0.35f, bias, 0, L, NULL);
+  for (int h = 0; h < H; h++)
+    for (int d = 0; d < D; d++) {
+      ck_assert_float_eq (out[((size_t) 1 * H + h) * D + d], 0.0f);
+      ck_assert (isfinite (out[h * D + d]) && out[h * D + d] != 0.0f);
+    }
   double sum = 0;
   for (int j = 0; j < L; j++)
     sum += probs[j];  /* row 0 */
@@ -681,7 +689,7 @@ check_fully_masked_row (int Tq)
 START_TEST (test_attention_full)
 {
   check_fully_masked_row (3);   /* direct path */
-  check_fully_masked_row (12);  /* GEMM path */
+  check_fully_masked_row (12);  /* GEMM path (captured), fused path (not) */
   check_attention (20, 9, -1, 131, 4, 2, 20, 0);
   check_attention (21, 9, -1, 131, 4, 4, 16, 1);  /* key padding mask of -1e10 */
   check_attention (22, 17, -1, 70, 2, 1, 12, 2);  /* full per-head bias */
@@ -689,6 +697,9 @@ START_TEST (test_attention_full)
   check_attention (24, 1100, -1, 4000, 1, 1, 8, 1); /* row blocks, masked keys */
   check_attention (25, 5, -1, 77, 4, 2, 20, 1);     /* direct path with a key mask */
   check_attention (26, 3, -1, 77, 4, 4, 24, 2);     /* direct path with a full bias */
+  /* fused path: 3 row chunks, score blocks not a multiple of its 6-row tile, keys not a multiple
+   * of 16, head dims 16 + 8 + 4 (both vector tiles and the scalar tail), grouped heads */
+  check_attention (27, 150, -1, 700, 4, 2, 28, 1);
 }
 END_TEST
 

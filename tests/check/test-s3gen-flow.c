@@ -1,8 +1,8 @@
 /* The S3Gen flow front end against upstream (tests/data/golden/s3gen, README-s3gen.md): encoder
  * output `flow.encoder_h`, `flow.mu` (upstream time-major, ours channels-first) and the x-vector
  * projection `flow.xvec_proj` on every case that holds them; the streaming windows (inputs only)
- * must run and stay finite. Also: bad tokens and counts, too little scratch, and a checkpoint with a
- * missing or mis-shaped tensor fail with an error naming the problem. */
+ * must run and stay finite. Also: bad tokens and counts, too little scratch, and a checkpoint with
+ * a missing or mis-shaped tensor fail with an error naming the problem. */
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
