@@ -205,7 +205,8 @@ run_model (const Options *o)
   printf ("threads: %d\n", cb_engine_threads (e));
   if (o->output || o->speech_tokens) {
     CliAudioRequest r = { .text = o->text, .speech_tokens = o->speech_tokens, .noise = o->noise,
-                          .voice = o->voice, .dump = o->dump, .output = o->output };
+                          .voice = o->voice, .dump = o->dump, .output = o->output,
+                          .max_tokens_set = o->max_tokens != UNSET_INT };
     utterance_params (o, &r.params);
     if (!cli_audio_run (e, &r, stdout, &err))
       goto out;

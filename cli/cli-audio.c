@@ -157,11 +157,14 @@ run_tokens (CbEngine *e, const CliAudioRequest *r, const CbVoice *voice, FILE *o
 static gboolean
 run_text (CbEngine *e, const CliAudioRequest *r, const CbVoice *voice, FILE *out, GError **error)
 {
-  CbUtterance *u = cb_utterance_new (e, 0, r->params.max_tokens, error);
+  CbUtteranceParams params = r->params;
+  if (!r->max_tokens_set)  /* the default, within what the model's position table takes */
+    params.max_tokens = MIN (params.max_tokens, cb_utterance_default_max_tokens (e));
+  CbUtterance *u = cb_utterance_new (e, 0, params.max_tokens, error);
   if (!u)
     return FALSE;
   GArray *pcm = g_array_new (FALSE, FALSE, sizeof (float));
-  gboolean ok = cb_utterance_begin (u, r->text, voice, &r->params, error);
+  gboolean ok = cb_utterance_begin (u, r->text, voice, &params, error);
   gboolean done = !ok;
   int pieces = 0;
   while (!done && ok) {

@@ -18,6 +18,7 @@ typedef struct {
   const char       *dump;           /* directory for s3gen.safetensors; NULL: none */
   const char       *output;         /* WAV file (16-bit PCM, 24 kHz mono); NULL: none */
   CbUtteranceParams params;
+  gboolean          max_tokens_set;  /* params.max_tokens given by the user */
 } CliAudioRequest;
 
 gboolean cli_audio_run (CbEngine *e, const CliAudioRequest *r, FILE *out, GError **error);

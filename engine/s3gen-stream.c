@@ -45,8 +45,8 @@ CbHift *cb_s3gen_hift (CbS3Gen *s);
 /* Frames of the mel kept back and cross-faded at S3Gen joins (beyond the look-ahead frames). */
 #define XFADE_FRAMES 4
 /* HiFT context, in mel frames, on either side of the frames a HiFT window makes final. */
-#define HIFT_LEFT_FRAMES 24
-#define HIFT_RIGHT_FRAMES 24
+#define HIFT_LEFT_FRAMES 16
+#define HIFT_RIGHT_FRAMES 16
 
 struct CbS3GenStream {
   CbS3Gen             *s3gen;

@@ -8,12 +8,16 @@
  * gst-launch-1.0 chatterboxsrc text="Hello from Chatterbox." ! audioconvert ! wavenc ! filesink location=hello.wav
  * ]|
  *
- * Status (issue 2, the foundation): the model is located, opened and validated in NULL→READY; the
- * synthesis stages are not ported yet, so a non-empty text ends in a clear element error saying so.
+ * The model is located, opened, validated and built in NULL→READY. The `text` property is spoken
+ * once, then EOS: each buffer is one streaming chunk of the engine (T3 → S3Gen → HiFT) as soon as
+ * it is ready, timestamped from the running sample count. (Issue 6 adds the text pad, the live mode
+ * and the remaining properties.)
  */
 #include "gstchatterboxsrc.h"
 
 #include <gst/audio/audio.h>
+#include <math.h>
+#include <string.h>
 
 GST_DEBUG_CATEGORY_STATIC (chatterbox_src_debug);
 #define GST_CAT_DEFAULT chatterbox_src_debug
@@ -43,6 +47,9 @@ static void gst_chatterbox_src_get_property (GObject *object, guint prop_id, GVa
 static void gst_chatterbox_src_finalize (GObject *object);
 static GstStateChangeReturn gst_chatterbox_src_change_state (GstElement *element, GstStateChange transition);
 static gboolean gst_chatterbox_src_start (GstBaseSrc *bsrc);
+static gboolean gst_chatterbox_src_stop (GstBaseSrc *bsrc);
+static gboolean gst_chatterbox_src_unlock (GstBaseSrc *bsrc);
+static gboolean gst_chatterbox_src_set_caps (GstBaseSrc *bsrc, GstCaps *caps);
 static GstFlowReturn gst_chatterbox_src_create (GstPushSrc *psrc, GstBuffer **buf);
 
 static void
@@ -77,6 +84,9 @@ gst_chatterbox_src_class_init (GstChatterboxSrcClass *klass)
 
   element_class->change_state = GST_DEBUG_FUNCPTR (gst_chatterbox_src_change_state);
   basesrc_class->start = GST_DEBUG_FUNCPTR (gst_chatterbox_src_start);
+  basesrc_class->stop = GST_DEBUG_FUNCPTR (gst_chatterbox_src_stop);
+  basesrc_class->unlock = GST_DEBUG_FUNCPTR (gst_chatterbox_src_unlock);
+  basesrc_class->set_caps = GST_DEBUG_FUNCPTR (gst_chatterbox_src_set_caps);
   pushsrc_class->create = GST_DEBUG_FUNCPTR (gst_chatterbox_src_create);
 }
 
@@ -201,40 +211,160 @@ gst_chatterbox_src_change_state (GstElement *element, GstStateChange transition)
 static gboolean
 gst_chatterbox_src_start (GstBaseSrc *bsrc)
 {
-  GST_CHATTERBOX_SRC (bsrc)->text_done = FALSE;
+  GstChatterboxSrc *self = GST_CHATTERBOX_SRC (bsrc);
+  self->text_done = self->speaking = FALSE;
+  self->samples = 0;
   return TRUE;
+}
+
+static gboolean
+gst_chatterbox_src_stop (GstBaseSrc *bsrc)
+{
+  GstChatterboxSrc *self = GST_CHATTERBOX_SRC (bsrc);
+  cb_utterance_free (self->utterance);
+  self->utterance = NULL;
+  self->speaking = FALSE;
+  return TRUE;
+}
+
+/* Called from another thread to interrupt create(): the engine stops the utterance at its next
+ * check (a T3 step, an estimator evaluation or a HiFT window). */
+static gboolean
+gst_chatterbox_src_unlock (GstBaseSrc *bsrc)
+{
+  GstChatterboxSrc *self = GST_CHATTERBOX_SRC (bsrc);
+  GST_OBJECT_LOCK (self);
+  if (self->utterance)
+    cb_utterance_cancel (self->utterance);
+  GST_OBJECT_UNLOCK (self);
+  return TRUE;
+}
+
+static gboolean
+gst_chatterbox_src_set_caps (GstBaseSrc *bsrc, GstCaps *caps)
+{
+  GstChatterboxSrc *self = GST_CHATTERBOX_SRC (bsrc);
+  GstAudioInfo info;
+  if (!gst_audio_info_from_caps (&info, caps))
+    return FALSE;
+  self->s16 = GST_AUDIO_INFO_FORMAT (&info) == GST_AUDIO_FORMAT_S16LE;
+  return TRUE;
+}
+
+/* Starts speaking the text property; FALSE (with *ret set) when there is nothing to say. */
+static gboolean
+gst_chatterbox_src_begin_text (GstChatterboxSrc *self, GstFlowReturn *ret)
+{
+  GError *err = NULL;
+  GST_OBJECT_LOCK (self);
+  gchar *text = g_strdup (self->text);
+  GST_OBJECT_UNLOCK (self);
+  self->text_done = TRUE;
+  *ret = GST_FLOW_EOS;
+
+  gboolean empty = TRUE;
+  for (const gchar *p = text; p && *p && empty; p++)
+    empty = g_ascii_isspace (*p);
+  if (empty) {
+    GST_ELEMENT_WARNING (self, STREAM, FORMAT, ("No text to speak."),
+        ("the text property is empty or whitespace only; nothing is spoken"));
+    g_free (text);
+    return FALSE;
+  }
+  if (!self->utterance) {
+    CbUtterance *u = cb_utterance_new (self->engine, 0, 0, &err);
+    if (!u)
+      goto failed;
+    GST_OBJECT_LOCK (self);
+    self->utterance = u;
+    GST_OBJECT_UNLOCK (self);
+  }
+  CbUtteranceParams params;
+  cb_utterance_params_init (&params);
+  params.max_tokens = MIN (params.max_tokens, cb_utterance_default_max_tokens (self->engine));
+  if (!cb_utterance_begin (self->utterance, text, NULL, &params, &err))
+    goto failed;
+  GST_INFO_OBJECT (self, "speaking: %s", cb_utterance_text (self->utterance));
+  g_free (text);
+  self->speaking = TRUE;
+  return TRUE;
+
+  /* ERRORS */
+failed:
+  {
+    if (err->domain == CB_ERROR && err->code == CB_ERROR_INVALID_ARGUMENT) {
+      GST_ELEMENT_WARNING (self, STREAM, FORMAT, ("Text not spoken."), ("%s", err->message));
+    } else {
+      GST_ELEMENT_ERROR (self, LIBRARY, INIT, ("Could not start speaking."), ("%s", err->message));
+      *ret = GST_FLOW_ERROR;
+    }
+    g_free (text);
+    g_error_free (err);
+    return FALSE;
+  }
+}
+
+static GstBuffer *
+gst_chatterbox_src_make_buffer (GstChatterboxSrc *self, const float *pcm, gsize n)
+{
+  GstBuffer *buf = gst_buffer_new_allocate (NULL, n * (self->s16 ? 2 : 4), NULL);
+  GstMapInfo map;
+  gst_buffer_map (buf, &map, GST_MAP_WRITE);
+  if (self->s16) {
+    gint16 *out = (gint16 *) map.data;
+    for (gsize i = 0; i < n; i++)
+      out[i] = (gint16) lrintf (CLAMP (pcm[i], -1.0f, 1.0f) * 32767.0f);
+  } else {
+    memcpy (map.data, pcm, n * sizeof (float));
+  }
+  gst_buffer_unmap (buf, &map);
+  GST_BUFFER_OFFSET (buf) = self->samples;
+  GST_BUFFER_OFFSET_END (buf) = self->samples + n;
+  GST_BUFFER_PTS (buf) = gst_util_uint64_scale_int (self->samples, GST_SECOND, CB_SAMPLE_RATE);
+  GST_BUFFER_DURATION (buf) =
+      gst_util_uint64_scale_int (self->samples + n, GST_SECOND, CB_SAMPLE_RATE) - GST_BUFFER_PTS (buf);
+  self->samples += n;
+  return buf;
 }
 
 static GstFlowReturn
 gst_chatterbox_src_create (GstPushSrc *psrc, GstBuffer **buf)
 {
   GstChatterboxSrc *self = GST_CHATTERBOX_SRC (psrc);
+  GstFlowReturn ret;
   GError *err = NULL;
 
-  if (self->text_done)
-    return GST_FLOW_EOS;
-  self->text_done = TRUE;
-
-  GST_OBJECT_LOCK (self);
-  gchar *text = g_strdup (self->text);
-  GST_OBJECT_UNLOCK (self);
-
-  gboolean empty = text == NULL || *g_strstrip (text) == '\0';
-  g_free (text);
-  if (empty) {
-    GST_ELEMENT_WARNING (self, STREAM, FORMAT, ("No text to speak."),
-        ("the text property is empty or whitespace only; nothing is spoken"));
-    return GST_FLOW_EOS;
+  if (!self->speaking) {
+    if (self->text_done)
+      return GST_FLOW_EOS;
+    if (!gst_chatterbox_src_begin_text (self, &ret))
+      return ret;
   }
-  if (!cb_engine_synthesis_available (self->engine, &err))
-    goto not_available;
-
-  return GST_FLOW_EOS;
+  for (;;) {
+    const float *pcm;
+    gsize n;
+    gboolean done;
+    if (!cb_utterance_read_audio (self->utterance, &pcm, &n, &done, &err))
+      goto failed;
+    if (done)
+      self->speaking = FALSE;
+    if (n > 0) {
+      *buf = gst_chatterbox_src_make_buffer (self, pcm, n);
+      return GST_FLOW_OK;
+    }
+    if (done)
+      return GST_FLOW_EOS;
+  }
 
   /* ERRORS */
-not_available:
+failed:
   {
-    GST_ELEMENT_ERROR (self, LIBRARY, INIT, ("Chatterbox synthesis is not complete yet."), ("%s", err->message));
+    self->speaking = FALSE;
+    if (err->domain == CB_ERROR && err->code == CB_ERROR_CANCELLED) {
+      g_error_free (err);
+      return GST_FLOW_FLUSHING;
+    }
+    GST_ELEMENT_ERROR (self, STREAM, FAILED, ("Speech synthesis failed."), ("%s", err->message));
     g_error_free (err);
     return GST_FLOW_ERROR;
   }

@@ -20,7 +20,12 @@ struct _GstChatterboxSrc {
 
   /* built in NULL→READY, freed in READY→NULL; used only by the streaming thread in between */
   CbEngine *engine;
-  gboolean text_done;
+  /* streaming thread state between start and stop */
+  CbUtterance *utterance;   /* made at the first text, reused for every later one */
+  gboolean text_done;       /* the text property has been taken */
+  gboolean speaking;        /* an utterance is being read out */
+  gboolean s16;             /* negotiated S16LE (else F32LE) */
+  guint64 samples;          /* samples pushed since start: timestamps and offsets */
 };
 
 GST_ELEMENT_REGISTER_DECLARE (chatterboxsrc);

@@ -2,7 +2,8 @@
  * on a golden directory made here (the test model, text cases from upstream's own outputs in
  * tests/data/text/golden.json, stages without a C implementation) prints one line per stage and
  * case with PASS, FAIL or "not implemented yet" and the right exit status; damaged golden files
- * fail cleanly; --output exits 2 until S3Gen exists; the committed tests/data/golden passes;
+ * fail cleanly; the committed tests/data/golden passes; --speech-tokens with --noise reproduces
+ * upstream's end-to-end waveform into the dump and a WAV file; --text with --output writes speech;
  * --text on the golden small model prints speech tokens decided by the seed; --force-tokens with
  * upstream's tokens and --dump write the golden case's conditioning, logits and stages (1e-5). */
 #include <math.h>
@@ -322,14 +323,16 @@ START_TEST (test_usage_and_pending)
     { "--strict", NULL, 64, "--strict" },
     { "stray", NULL, 64, "unexpected argument 'stray'" },
     { "--check-golden", "/nonexistent/golden", 1, "/nonexistent/golden" },
-    { "--dump", "/tmp/x", 64, "need --text" },
-    { "--force-tokens", "t.safetensors", 64, "need --text" },
-    { "--voice", "v.pt", 64, "need --text" },
+    { "--dump", "/tmp/x", 64, "need --text or --speech-tokens" },
+    { "--force-tokens", "t.safetensors", 64, "need --text or --speech-tokens" },
+    { "--voice", "v.pt", 64, "need --text or --speech-tokens" },
     { "--min-p", "2", 64, "--min-p" },
     { "--top-p", "1.5", 64, "--top-p" },
     { "--repetition-penalty", "0", 64, "--repetition-penalty" },
     { "--exaggeration", "-2", 64, "--exaggeration" },
-    { "--output", "a.wav", 2, "not implemented yet (issue 5)" },
+    { "--output", "a.wav", 64, "need --text or --speech-tokens" },
+    { "--noise", "n.safetensors", 64, "--noise applies to --speech-tokens" },
+    { "--chunk-tokens", "0", 64, "--chunk-tokens" },
   };
   for (guint i = 0; i < G_N_ELEMENTS (cases); i++) {
     Run r = run_cli (cases[i].a, cases[i].b, NULL);
@@ -513,6 +516,57 @@ START_TEST (test_repository_golden)
 }
 END_TEST
 
+/* The golden end-to-end case (8 tokens, upstream's noise) through the CLI: the dumped waveform is
+ * upstream's within 1e-3, the WAV holds the same samples as 16-bit PCM. Then text → WAV. */
+START_TEST (test_audio_output)
+{
+  char *model = cb_test_golden_path ("model");
+  char *e2e = cb_test_golden_path ("hift/e2e_tokens_0008.safetensors");
+  char *tmp = cb_test_tmpdir ("cli-audio");
+  char *wav = g_build_filename (tmp, "e2e.wav", NULL), *dump = g_build_filename (tmp, "d", NULL);
+  Run r = run_cli ("--model", model, "--speech-tokens", e2e, "--noise", e2e, "--output", wav,
+                   "--dump", dump, "--threads", "1", NULL);
+  ck_assert_msg (r.status == 0, "exit %d\n%s%s", r.status, r.out, r.err);
+  ck_assert_ptr_nonnull (strstr (r.out, "speech tokens: 8\n"));
+  run_clear (&r);
+  GError *err = NULL;
+  char *dpath = g_build_filename (dump, "s3gen.safetensors", NULL);
+  CbSafetensors *d = cb_safetensors_open (dpath, &err), *g = cb_safetensors_open (e2e, &err);
+  ck_assert (d && g);
+  const CbTensorInfo *ours = cb_safetensors_find (d, "out.wav"), *ref = cb_safetensors_find (g, "out.wav");
+  ck_assert (ours && ref && ours->numel == ref->numel);
+  const float *a = (const float *) ours->data, *b = (const float *) ref->data;
+  double dmax = 0, m = 0;
+  for (guint64 i = 0; i < ref->numel; i++)
+    dmax = MAX (dmax, fabs ((double) a[i] - b[i])), m = MAX (m, fabs ((double) b[i]));
+  ck_assert_msg (dmax / m <= 1e-3, "waveform error %g", dmax / m);
+  gchar *bytes = NULL;
+  gsize len = 0;
+  ck_assert (g_file_get_contents (wav, &bytes, &len, NULL));
+  ck_assert_uint_eq (len, 44 + 2 * ref->numel);
+  ck_assert (memcmp (bytes, "RIFF", 4) == 0 && memcmp (bytes + 8, "WAVE", 4) == 0);
+  for (guint64 i = 0; i < ref->numel; i += 97) {
+    gint16 v;
+    memcpy (&v, bytes + 44 + 2 * i, 2);
+    ck_assert_msg (fabs (v / 32767.0 - a[i]) <= 1.0 / 32767 + 1e-6, "sample %" G_GUINT64_FORMAT, i);
+  }
+  g_free (bytes);
+  cb_safetensors_free (d);
+  cb_safetensors_free (g);
+  g_free (dpath);
+
+  r = run_cli ("--model", model, "--text", "Hello there.", "--max-tokens", "30", "--seed", "5",
+               "--output", wav, "--threads", "1", NULL);
+  ck_assert_msg (r.status == 0, "exit %d\n%s%s", r.status, r.out, r.err);
+  ck_assert_ptr_nonnull (strstr (r.out, "audio pieces: "));
+  run_clear (&r);
+  ck_assert (g_file_get_contents (wav, &bytes, &len, NULL));
+  ck_assert_uint_gt (len, 44);
+  g_free (bytes);
+  g_free (model), g_free (e2e), g_free (tmp), g_free (wav), g_free (dump);
+}
+END_TEST
+
 static Suite *
 cli_suite (void)
 {
@@ -523,6 +577,7 @@ cli_suite (void)
   tcase_add_test (tc, test_check_golden_failures);
   tcase_add_test (tc, test_model_and_text);
   tcase_add_test (tc, test_usage_and_pending);
+  tcase_add_test (tc, test_audio_output);
   tcase_add_test (tc, test_repository_golden);
   tcase_add_test (tc, test_text_gives_tokens);
   tcase_add_test (tc, test_force_and_dump_match_golden);

@@ -186,76 +186,113 @@ END_TEST
 
 /* ---- streamed against whole ---- */
 
-/* Log-magnitude spectrogram (Hann 512, hop 128, natural log of |X| + 1e-4) of x[0, n): frames ×
- * 257 bins. A plain DFT: the clips are seconds long. */
-static float *
-log_spec (const float *x, gsize n, int *frames)
+/* Upstream's log-mel (spec §5.6: 24 kHz, reflect pad 720, periodic Hann 1920, hop 480, |X|,
+ * 80 Slaney mel bands 0–8 kHz, log of max(·, 1e-5)) of x[0, n): frames × 80. A plain DFT. */
+static double
+hz_to_mel (double f)
 {
-  const int N = 512, hop = 128, B = N / 2 + 1;
-  *frames = n >= (gsize) N ? (int) ((n - N) / hop + 1) : 0;
-  float *out = g_new (float, (gsize) MAX (*frames, 1) * B);
-  double *cs = g_new (double, N), *sn = g_new (double, N), *w = g_new (double, N);
-  for (int i = 0; i < N; i++) {
-    cs[i] = cos (2 * G_PI * i / N);
-    sn[i] = sin (2 * G_PI * i / N);
-    w[i] = 0.5 - 0.5 * cos (2 * G_PI * i / N);
+  return f < 1000 ? 3 * f / 200 : 15 + 27 * log (f / 1000) / log (6.4);
+}
+
+static double
+mel_to_hz (double m)
+{
+  return m < 15 ? 200 * m / 3 : 1000 * exp ((m - 15) * log (6.4) / 27);
+}
+
+static float *
+log_mel (const float *x, gsize n, int *frames)
+{
+  enum { NFFT = 1920, HOP = 480, PAD = 720, NB = NFFT / 2 + 1, NM = 80 };
+  const gsize np = n + 2 * PAD;
+  float *xp = g_new (float, np);
+  for (gsize i = 0; i < np; i++) {
+    gint64 j = (gint64) i - PAD;
+    if (j < 0)
+      j = -j;
+    if (j >= (gint64) n)
+      j = 2 * ((gint64) n - 1) - j;
+    xp[i] = x[CLAMP (j, 0, (gint64) n - 1)];
   }
-  double *seg = g_new (double, N);
-  for (int f = 0; f < *frames; f++) {
-    for (int i = 0; i < N; i++)
-      seg[i] = x[(gsize) f * hop + i] * w[i];
-    for (int b = 0; b < B; b++) {
+  *frames = np >= NFFT ? (int) ((np - NFFT) / HOP + 1) : 0;
+  double *fb = g_new0 (double, (gsize) NM * NB), *w = g_new (double, NFFT);
+  double *cs = g_new (double, NFFT), *sn = g_new (double, NFFT), *mag = g_new (double, NB);
+  double pts[NM + 2];
+  for (int i = 0; i < NM + 2; i++)
+    pts[i] = mel_to_hz (hz_to_mel (8000.0) * i / (NM + 1));
+  for (int m = 0; m < NM; m++)
+    for (int k = 0; k < NB; k++) {
+      const double f = k * 24000.0 / NFFT;
+      const double lo = (f - pts[m]) / (pts[m + 1] - pts[m]);
+      const double hi = (pts[m + 2] - f) / (pts[m + 2] - pts[m + 1]);
+      fb[(gsize) m * NB + k] = MAX (0.0, MIN (lo, hi)) * 2.0 / (pts[m + 2] - pts[m]);
+    }
+  for (int i = 0; i < NFFT; i++) {
+    w[i] = 0.5 - 0.5 * cos (2 * G_PI * i / NFFT);
+    cs[i] = cos (2 * G_PI * i / NFFT);
+    sn[i] = sin (2 * G_PI * i / NFFT);
+  }
+  float *out = g_new (float, (gsize) MAX (*frames, 1) * NM);
+  for (int t = 0; t < *frames; t++) {
+    const float *seg = xp + (gsize) t * HOP;
+    for (int k = 0; k < NB; k++) {
       double re = 0, im = 0;
-      for (int i = 0, k = 0; i < N; i++, k = (k + b) % N) {
-        re += seg[i] * cs[k];
-        im -= seg[i] * sn[k];
+      for (int i = 0, r = 0; i < NFFT; i++, r = (r + k) % NFFT) {
+        re += seg[i] * w[i] * cs[r];
+        im -= seg[i] * w[i] * sn[r];
       }
-      out[(gsize) f * B + b] = (float) log (sqrt (re * re + im * im) + 1e-4);
+      mag[k] = sqrt (re * re + im * im + 1e-9);
+    }
+    for (int m = 0; m < NM; m++) {
+      double v = 0;
+      for (int k = 0; k < NB; k++)
+        v += fb[(gsize) m * NB + k] * mag[k];
+      out[(gsize) t * NM + m] = (float) log (MAX (v, 1e-5));
     }
   }
-  g_free (cs), g_free (sn), g_free (w), g_free (seg);
+  g_free (xp), g_free (fb), g_free (w), g_free (cs), g_free (sn), g_free (mag);
   return out;
 }
 
-/* Mean absolute log-spectral difference of two equally long clips. */
+/* Mean absolute log-mel difference of two equally long clips. */
 static double
-log_spec_distance (const float *a, const float *b, gsize n)
+log_mel_distance (const float *a, const float *b, gsize n)
 {
   int fa, fb;
-  float *sa = log_spec (a, n, &fa), *sb = log_spec (b, n, &fb);
+  float *sa = log_mel (a, n, &fa), *sb = log_mel (b, n, &fb);
   double d = 0;
-  const gsize m = (gsize) fa * 257;
+  const gsize m = (gsize) fa * 80;
   for (gsize i = 0; i < m; i++)
     d += fabs ((double) sa[i] - sb[i]);
   g_free (sa), g_free (sb);
   return m ? d / m : 0;
 }
 
-/* Local roughness at sample p: RMS of the first difference over [p − 48, p + 48). */
+/* Local roughness at sample p: RMS of the first difference over 10 ms either side. */
 static double
 jump_at (const float *x, gsize n, gsize p)
 {
   double s = 0;
   int k = 0;
-  for (gsize i = p > 48 ? p - 48 : 1; i < MIN (n, p + 48); i++, k++)
+  for (gsize i = p > 240 ? p - 240 : 1; i < MIN (n, p + 240); i++, k++)
     s += ((double) x[i] - x[i - 1]) * ((double) x[i] - x[i - 1]);
   return k ? sqrt (s / k) : 0;
 }
 
-/* Spectral change at sample p: mean |log-spectrum(after) − log-spectrum(before)| of the 512-sample
- * windows ending and starting at p. */
+/* Spectral change at sample p: mean |log-mel after − log-mel before| of the 80 ms frames that
+ * end and start at p. */
 static double
 spectral_change_at (const float *x, gsize n, gsize p)
 {
-  if (p < 512 || p + 512 > n)
+  if (p < 1920 || p + 1920 > n)
     return 0;
   int f1, f2;
-  float *a = log_spec (x + p - 512, 512, &f1), *b = log_spec (x + p, 512, &f2);
+  float *a = log_mel (x + p - 1920, 1920, &f1), *b = log_mel (x + p, 1920, &f2);
   double d = 0;
-  for (int i = 0; i < 257; i++)
-    d += fabs ((double) a[i] - b[i]);
+  for (int i = 0; i < 80; i++)
+    d += fabs ((double) a[80 + i] - b[80 + i]);
   g_free (a), g_free (b);
-  return d / 257;
+  return d / 80;
 }
 
 typedef struct {
@@ -318,9 +355,9 @@ START_TEST (test_streamed_close_to_whole)
   Streamed s;
   stream_decode (&v, tok, n, 7, 25, &s);
   ck_assert_int_eq (s.n, w1.n_samples);  /* no lost tail, nothing extra */
-  const double d_stream = log_spec_distance (s.pcm, w1.wav, s.n);
-  const double d_seeds = log_spec_distance (w2.wav, w1.wav, s.n);
-  g_print ("150 tokens: %d chunks, %d joins; log-spectral distance streamed↔whole %.4f, "
+  const double d_stream = log_mel_distance (s.pcm, w1.wav, s.n);
+  const double d_seeds = log_mel_distance (w2.wav, w1.wav, s.n);
+  g_print ("150 tokens: %d chunks, %d joins; log-mel distance streamed↔whole %.4f, "
            "whole↔whole (other seed) %.4f, ratio %.3f\n", s.chunks, s.n_joins, d_stream, d_seeds,
            d_stream / d_seeds);
   ck_assert_msg (d_stream < d_seeds, "streamed %.4f is not closer than another seed %.4f",
@@ -455,7 +492,7 @@ speak (CbEngine *e, guint64 seed, gsize *n, int *pieces)
   cb_utterance_params_init (&p);
   p.seed = seed;
   p.max_tokens = 40;
-  p.chunk_tokens = 10;
+  p.chunk_tokens = 20;
   ck_assert_msg (cb_utterance_begin (u, "Hello there, how are you?", NULL, &p, &err), "%s",
                  err ? err->message : "");
   GArray *pcm = g_array_new (FALSE, FALSE, sizeof (float));
@@ -502,7 +539,7 @@ START_TEST (test_engine_text_to_pcm)
   ck_assert_uint_eq (n1, n2);
   ck_assert (memcmp (a, b, n1 * sizeof (float)) == 0);
   ck_assert (n1 != n3 || memcmp (a, c, n1 * sizeof (float)) != 0);
-  ck_assert_int_ge (p1, 2);  /* 10-token first chunk, then the rest: audio came in pieces */
+  ck_assert_int_ge (p1, 2);  /* 20-token first chunk, then the rest: audio came in pieces */
   g_free (a), g_free (b), g_free (c);
   cb_engine_free (e);
   g_free (dir);
