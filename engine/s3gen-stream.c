@@ -358,7 +358,9 @@ cb_s3gen_stream_decode (CbS3GenStream *st, gboolean final, const gint *cancel, c
       return FALSE;
     }
     const gsize n = (gsize) (upto - st->n_audio) * st->spf;
+    const gint64 t0 = g_get_monotonic_time ();
     const gsize first = vocode (st, upto, st->n_mel);
+    cb_s3gen_add_hift_us (st->s3gen, g_get_monotonic_time () - t0);
     memcpy (st->pcm, st->wav + first, n * sizeof (float));
     *n_samples = n;
   }

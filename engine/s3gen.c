@@ -17,6 +17,7 @@ struct CbS3Gen {
   CbS3GenCfm     *cfm;
   CbHift         *hift;
   int             n_mels;  /* 80 */
+  CbS3GenTimes    times;
 };
 
 CbS3Gen *
@@ -76,6 +77,18 @@ guint64
 cb_s3gen_frame_evals (const CbS3Gen *s)
 {
   return cb_s3gen_cfm_frame_evals (s->cfm);
+}
+
+void
+cb_s3gen_times (const CbS3Gen *s, CbS3GenTimes *t)
+{
+  *t = s->times;
+}
+
+void
+cb_s3gen_add_hift_us (CbS3Gen *s, gint64 us)
+{
+  s->times.hift_us += us;
 }
 
 /* Internal accessors for s3gen-stream.c. */
@@ -282,7 +295,9 @@ cb_s3gen_flow_window (CbS3Gen *s, CbArena *scratch, const CbS3GenVoice *v, const
   }
   memcpy (ids, v->prompt_tokens, (gsize) Tp * sizeof (int32_t));
   memcpy (ids + Tp, tokens, (gsize) n * sizeof (int32_t));
+  gint64 t0 = g_get_monotonic_time ();
   gboolean ok = cb_s3gen_flow_encode (s->flow, scratch, ids, Tt, mu, NULL, error);
+  s->times.encoder_us += g_get_monotonic_time () - t0;
   if (ok) {
     /* cond: the prompt mel in frames [0, Tm), zeros after */
     for (int m = 0; m < M; m++) {
@@ -294,8 +309,10 @@ cb_s3gen_flow_window (CbS3Gen *s, CbArena *scratch, const CbS3GenVoice *v, const
       window_noise (s, v, first_token, T, seed, z_own);
       z = z_own;
     }
+    t0 = g_get_monotonic_time ();
     ok = cb_s3gen_cfm_solve (s->cfm, scratch, z, mu, v->spks, cond, T, full, cancel, NULL, NULL,
                              error);
+    s->times.cfm_us += g_get_monotonic_time () - t0;
   }
   if (ok) {
     for (int m = 0; m < M; m++)
@@ -364,7 +381,9 @@ cb_s3gen_decode_whole (CbS3Gen *s, const CbS3GenVoice *v, const int32_t *tokens,
     out->f0 = g_new (float, F);
     out->wav = g_new (float, L);
     out->n_samples = L;
+    const gint64 t0 = g_get_monotonic_time ();
     cb_hift_inference (s->hift, arena, out->mel, F, ph, ns, NULL, 0, out->wav, NULL, out->f0);
+    s->times.hift_us += g_get_monotonic_time () - t0;
     cb_hift_trim_fade (out->wav, (int) L, s->cfg->hift.sampling_rate);
     g_free (eps);
     g_free (phases);

@@ -36,6 +36,15 @@ int      cb_s3gen_frames_per_token (const CbS3Gen *s);
 int      cb_s3gen_n_harmonics (const CbS3Gen *s);
 /* Estimator frame-evaluations since the CbS3Gen was made (the streaming work measure). */
 guint64  cb_s3gen_frame_evals (const CbS3Gen *s);
+/* Wall time spent in each stage since the CbS3Gen was made, in microseconds (benchmarks). */
+typedef struct {
+  gint64 encoder_us;  /* tokens → mu (flow front end + conformer encoder) */
+  gint64 cfm_us;      /* the Euler solve (all estimator evaluations) */
+  gint64 hift_us;     /* F0, source, generator, iSTFT */
+} CbS3GenTimes;
+void     cb_s3gen_times (const CbS3Gen *s, CbS3GenTimes *t);
+/* For s3gen-stream.c: adds to hift_us. */
+void     cb_s3gen_add_hift_us (CbS3Gen *s, gint64 us);
 
 /* ---- voice ---- */
 
