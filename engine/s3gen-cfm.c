@@ -388,11 +388,11 @@ arena_has_room (const CbArena *arena, guint64 floats)
 /* ---------------------------------------------------------------------------------------------- */
 /* layers (time-major) */
 
-/* Frame t of row b in a padded buffer of `width` channels. */
+/* Frame t of row b in a padded buffer of `width` channels (writable when buf is; as strchr). */
 static inline float *
-padded_row (float *buf, int b, int T, int width, int t)
+padded_row (const float *buf, int b, int T, int width, int t)
 {
-  return buf + ((gsize) b * (T + PAD) + PAD + t) * width;
+  return (float *) buf + ((gsize) b * (T + PAD) + PAD + t) * width;
 }
 
 /* Zero the PAD rows in front of each row's frames. */
@@ -458,7 +458,7 @@ resnet_forward (const CbS3GenCfm *m, const CfmResnet *r, EstBuffers *b, const fl
   cb_matmul (b->tb, b->temb, r->mlp, r->mlp_bias, B, m->TE, C);
   for (int row = 0; row < B; row++) {
     float *a = padded_row (b->pad_b, row, T, C, 0);
-    causal_conv (&r->block1.conv, padded_row ((float *) x, row, T, ci, 0), T, a);
+    causal_conv (&r->block1.conv, padded_row (x, row, T, ci, 0), T, a);
     norm_mish (&r->block1, m->eps, a, T);
     cb_add_bias (a, a, b->tb + (gsize) row * C, T, C);
   }
@@ -467,7 +467,7 @@ resnet_forward (const CbS3GenCfm *m, const CfmResnet *r, EstBuffers *b, const fl
                  out + (gsize) row * T * C);
   norm_mish (&r->block2, m->eps, out, B * T);
   for (int row = 0; row < B; row++)
-    cb_matmul_acc (out + (gsize) row * T * C, padded_row ((float *) x, row, T, ci, 0), r->res,
+    cb_matmul_acc (out + (gsize) row * T * C, padded_row (x, row, T, ci, 0), r->res,
                    r->res_bias, T, ci, C);
 }
 
