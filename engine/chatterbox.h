@@ -120,6 +120,9 @@ gboolean cb_utterance_read_audio (CbUtterance *u, const float **pcm, gsize *n_sa
 /* Stops the current utterance from any thread: the stream's next check (between T3 steps,
  * estimator evaluations and HiFT windows) ends it with CB_ERROR_CANCELLED. */
 void     cb_utterance_cancel (CbUtterance *u);
+/* Microseconds the last begin spent before T3's prefill (voice conditioning lookup, embeddings):
+ * the per-utterance set-up that must stay near zero after an engine's first utterance. */
+gint64   cb_utterance_setup_us (CbUtterance *u);
 /* Audio chunks decoded and CFM estimator frame-evaluations spent since begin. */
 int      cb_utterance_audio_chunks (const CbUtterance *u);
 guint64  cb_utterance_frame_evals (const CbUtterance *u);

@@ -594,6 +594,12 @@ cb_utterance_cancel (CbUtterance *u)
   g_atomic_int_set (&u->cancel, 1);
 }
 
+gint64
+cb_utterance_setup_us (CbUtterance *u)
+{
+  return cb_t3_state_setup_us (cb_t3_decoder_state (u->decoder));
+}
+
 int
 cb_utterance_audio_chunks (const CbUtterance *u)
 {

@@ -2,9 +2,27 @@
 #include <gst/check/gstcheck.h>
 #include <gst/check/gstharness.h>
 #include <glib/gstdio.h>
+#include <math.h>
 #include <string.h>
 
 #include "model-fixture.h"
+
+/* A harness around a chatterboxsrc configured before the harness sees it; `with_sink` also links
+ * its text sink pad to the harness; `bus` (may be NULL) is set on the element first. */
+static GstHarness *
+harness_for (gboolean with_sink, GstBus *bus, const gchar *first_prop, ...)
+{
+  GstElement *el = gst_element_factory_make ("chatterboxsrc", NULL);
+  if (bus)  /* before the harness takes the element to READY, which acquires the engine */
+    gst_element_set_bus (el, bus);
+  va_list ap;
+  va_start (ap, first_prop);
+  g_object_set_valist (G_OBJECT (el), first_prop, ap);
+  va_end (ap);
+  GstHarness *h = gst_harness_new_with_element (el, with_sink ? "sink" : NULL, "src");
+  gst_object_unref (el);
+  return h;
+}
 
 GST_START_TEST (test_properties)
 {
@@ -61,8 +79,7 @@ GST_END_TEST;
 GST_START_TEST (test_empty_text_warns_and_eos)
 {
   gchar *dir = cb_test_make_model_dir ();
-  GstHarness *h = gst_harness_new ("chatterboxsrc");
-  g_object_set (h->element, "model-location", dir, "text", "  \t ", NULL);
+  GstHarness *h = harness_for (FALSE, NULL, "model-location", dir, "text", "  \t ", NULL);
   gst_harness_play (h);
   /* No audio; the stream ends with EOS after a warning. */
   GstEvent *ev;
@@ -83,21 +100,21 @@ GST_END_TEST;
 GST_START_TEST (test_text_is_spoken)
 {
   gchar *dir = cb_test_make_model_dir ();
-  GstHarness *h = gst_harness_new ("chatterboxsrc");
-  g_object_set (h->element, "model-location", dir, "text", "Hello there.", "threads", 1, NULL);
+  GstHarness *h = harness_for (FALSE, NULL, "model-location", dir, "text", "Hello there.", "threads", 1, NULL);
   gst_harness_play (h);
   guint64 samples = 0;
   guint n_buffers = 0;
+  gboolean eos = FALSE;
   for (;;) {
     GstEvent *ev;
-    while ((ev = gst_harness_try_pull_event (h))) {
-      gboolean eos = GST_EVENT_TYPE (ev) == GST_EVENT_EOS;
+    while (!eos && (ev = gst_harness_try_pull_event (h))) {
+      eos = GST_EVENT_TYPE (ev) == GST_EVENT_EOS;
       gst_event_unref (ev);
-      if (eos)
-        goto out;
     }
     GstBuffer *buf = gst_harness_try_pull (h);
     if (!buf) {
+      if (eos)
+        goto out;
       g_usleep (10000);
       continue;
     }
@@ -120,6 +137,201 @@ out:
 }
 GST_END_TEST;
 
+
+/* Pulls buffers and events until EOS: samples received (4 or 2 bytes each), buffers. */
+static guint64
+pull_until_eos (GstHarness *h, gsize bytes_per_sample, guint *n_buffers, guint *n_gaps)
+{
+  guint64 samples = 0;
+  *n_buffers = 0;
+  if (n_gaps)
+    *n_gaps = 0;
+  gboolean eos = FALSE;
+  for (;;) {
+    GstEvent *ev;
+    /* buffers and events wait in separate queues: once EOS is seen, every buffer is queued */
+    while (!eos && (ev = gst_harness_try_pull_event (h))) {
+      eos = GST_EVENT_TYPE (ev) == GST_EVENT_EOS;
+      if (GST_EVENT_TYPE (ev) == GST_EVENT_GAP && n_gaps)
+        (*n_gaps)++;
+      gst_event_unref (ev);
+    }
+    GstBuffer *buf = gst_harness_try_pull (h);
+    if (!buf) {
+      if (eos)
+        return samples;
+      g_usleep (5000);
+      continue;
+    }
+    fail_unless (gst_buffer_get_size (buf) % bytes_per_sample == 0);
+    fail_unless_equals_uint64 (GST_BUFFER_OFFSET (buf), samples);
+    samples += gst_buffer_get_size (buf) / bytes_per_sample;
+    (*n_buffers)++;
+    gst_buffer_unref (buf);
+  }
+}
+
+/* Element messages named `name` on the bus, in order (the structures are copies: free them). */
+static GPtrArray *
+element_messages (GstBus *bus, const gchar *name)
+{
+  GPtrArray *out = g_ptr_array_new_with_free_func ((GDestroyNotify) gst_structure_free);
+  GstMessage *msg;
+  while ((msg = gst_bus_pop_filtered (bus, GST_MESSAGE_ELEMENT))) {
+    const GstStructure *st = gst_message_get_structure (msg);
+    if (st && gst_structure_has_name (st, name))
+      g_ptr_array_add (out, gst_structure_copy (st));
+    gst_message_unref (msg);
+  }
+  return out;
+}
+
+/* Text through the sink pad: each sentence is an utterance as soon as it is complete (a sentence
+ * split across buffers included), spoken in order; upstream EOS ends the stream after the queue. */
+GST_START_TEST (test_sink_pad_sentences)
+{
+  gchar *dir = cb_test_make_model_dir ();
+  GstBus *bus = gst_bus_new ();
+  GstHarness *h = harness_for (TRUE, bus, "model-location", dir, "threads", 1, "max-tokens", 20,
+                               "flush-timeout", (guint64) 0, NULL);
+  gst_harness_set_src_caps_str (h, "text/x-raw, format=utf8");
+  gst_harness_play (h);
+  const gchar *parts[] = { "Hello ", "there. How are", " you today?", " Fine" };
+  for (guint i = 0; i < G_N_ELEMENTS (parts); i++)
+    fail_unless_equals_int (gst_harness_push (h, gst_buffer_new_memdup (parts[i], strlen (parts[i]))),
+                            GST_FLOW_OK);
+  fail_unless (gst_harness_push_event (h, gst_event_new_eos ()));
+  guint n_buffers;
+  guint64 samples = pull_until_eos (h, 4, &n_buffers, NULL);
+  GPtrArray *stats = element_messages (bus, "chatterbox-stats");
+  fail_unless_equals_int (stats->len, 3);
+  /* "Hello there.", "How are you today?", "Fine" (characters of the text as segmented) */
+  const guint chars[] = { 12, 18, 4 };
+  guint64 total = 0;
+  for (guint i = 0; i < stats->len; i++) {
+    guint c, u;
+    gdouble secs;
+    guint64 setup;
+    fail_unless (gst_structure_get_uint (g_ptr_array_index (stats, i), "text-chars", &c));
+    fail_unless (gst_structure_get_uint (g_ptr_array_index (stats, i), "utterance", &u));
+    fail_unless (gst_structure_get_double (g_ptr_array_index (stats, i), "audio-seconds", &secs));
+    fail_unless (gst_structure_get_uint64 (g_ptr_array_index (stats, i), "setup-time", &setup));
+    fail_unless_equals_int (c, chars[i]);
+    fail_unless_equals_int (u, i + 1);
+    total += (guint64) llround (secs * 24000);
+  }
+  fail_unless_equals_uint64 (total, samples);
+  g_ptr_array_unref (stats);
+  gst_harness_teardown (h);
+  gst_object_unref (bus);
+  g_free (dir);
+}
+GST_END_TEST;
+
+/* An unfinished sentence is spoken once flush-timeout passes without new text. */
+GST_START_TEST (test_flush_timeout)
+{
+  gchar *dir = cb_test_make_model_dir ();
+  GstHarness *h = harness_for (TRUE, NULL, "model-location", dir, "threads", 1, "max-tokens", 10,
+                               "flush-timeout", (guint64) (200 * GST_MSECOND), NULL);
+  gst_harness_set_src_caps_str (h, "text/x-raw, format=utf8");
+  gst_harness_play (h);
+  fail_unless_equals_int (gst_harness_push (h, gst_buffer_new_memdup ("no full stop", 12)), GST_FLOW_OK);
+  /* audio arrives without EOS upstream */
+  GstBuffer *buf = gst_harness_pull (h);
+  fail_unless (buf != NULL);
+  gst_buffer_unref (buf);
+  gst_harness_teardown (h);
+  g_free (dir);
+}
+GST_END_TEST;
+
+/* S16LE when downstream asks for it; the engine is acquired once over three streams (READY →
+ * PLAYING → EOS → READY), shared by a second element, and `recompile` rebuilds it exactly once,
+ * before the next utterance. */
+GST_START_TEST (test_s16_engine_reuse_recompile)
+{
+  gchar *dir = cb_test_make_model_dir ();
+  GstBus *bus = gst_bus_new ();
+  GstHarness *h = harness_for (FALSE, bus, "model-location", dir, "text", "Hello there.", "threads", 1,
+                               "max-tokens", 10, NULL);
+  gst_harness_set_sink_caps_str (h, "audio/x-raw, format=S16LE, rate=24000, channels=1, layout=interleaved");
+  guint n_buffers;
+  for (int stream = 0; stream < 3; stream++) {
+    gst_harness_play (h);
+    fail_unless (pull_until_eos (h, 2, &n_buffers, NULL) > 0);
+    gst_element_set_state (h->element, GST_STATE_READY);
+  }
+  GPtrArray *engines = element_messages (bus, "chatterbox-engine");
+  fail_unless_equals_int (engines->len, 1);
+  gboolean built;
+  fail_unless (gst_structure_get_boolean (g_ptr_array_index (engines, 0), "built", &built) && built);
+  g_ptr_array_unref (engines);
+
+  GstElement *other = gst_element_factory_make ("chatterboxsrc", NULL);
+  gst_element_set_bus (other, bus);
+  g_object_set (other, "model-location", dir, "threads", 1, NULL);
+  fail_unless_equals_int (gst_element_set_state (other, GST_STATE_READY), GST_STATE_CHANGE_SUCCESS);
+  engines = element_messages (bus, "chatterbox-engine");
+  fail_unless_equals_int (engines->len, 1);
+  fail_unless (gst_structure_get_boolean (g_ptr_array_index (engines, 0), "built", &built) && !built);
+  g_ptr_array_unref (engines);
+
+  g_signal_emit_by_name (h->element, "recompile");
+  engines = element_messages (bus, "chatterbox-engine");
+  fail_unless_equals_int (engines->len, 0);  /* not before the next utterance */
+  g_ptr_array_unref (engines);
+  gst_harness_play (h);
+  fail_unless (pull_until_eos (h, 2, &n_buffers, NULL) > 0);
+  engines = element_messages (bus, "chatterbox-engine");
+  fail_unless_equals_int (engines->len, 1);
+  guint builds;
+  fail_unless (gst_structure_get_boolean (g_ptr_array_index (engines, 0), "built", &built) && built);
+  fail_unless (gst_structure_get_uint (g_ptr_array_index (engines, 0), "builds-in-process", &builds));
+  fail_unless_equals_int (builds, 2);
+  g_ptr_array_unref (engines);
+
+  gst_element_set_state (other, GST_STATE_NULL);
+  gst_element_set_bus (other, NULL);
+  gst_object_unref (other);
+  gst_harness_teardown (h);
+  gst_object_unref (bus);
+  g_free (dir);
+}
+GST_END_TEST;
+
+/* Live: GAP events while waiting for text; the LATENCY query says live. */
+GST_START_TEST (test_live_gaps_and_latency)
+{
+  gchar *dir = cb_test_make_model_dir ();
+  GstHarness *h = harness_for (TRUE, NULL, "model-location", dir, "threads", 1, "is-live", TRUE,
+                               "max-tokens", 10, NULL);
+  gst_harness_use_systemclock (h);
+  gst_harness_set_src_caps_str (h, "text/x-raw, format=utf8");
+  gst_harness_play (h);
+  g_usleep (400000);
+  guint gaps = 0;
+  GstEvent *ev;
+  while ((ev = gst_harness_try_pull_event (h))) {
+    gaps += GST_EVENT_TYPE (ev) == GST_EVENT_GAP;
+    gst_event_unref (ev);
+  }
+  fail_unless (gaps >= 1, "no GAP event while waiting for text");
+  GstQuery *q = gst_query_new_latency ();
+  fail_unless (gst_element_query (h->element, q));
+  gboolean live;
+  gst_query_parse_latency (q, &live, NULL, NULL);
+  fail_unless (live);
+  gst_query_unref (q);
+  fail_unless_equals_int (gst_harness_push (h, gst_buffer_new_memdup ("Hi there.\n", 10)), GST_FLOW_OK);
+  GstBuffer *buf = gst_harness_pull (h);
+  fail_unless (buf != NULL && GST_BUFFER_PTS_IS_VALID (buf));
+  gst_buffer_unref (buf);
+  gst_harness_teardown (h);
+  g_free (dir);
+}
+GST_END_TEST;
+
 static Suite *
 chatterboxsrc_suite (void)
 {
@@ -129,6 +341,10 @@ chatterboxsrc_suite (void)
   tcase_add_test (tc, test_missing_model_fails_ready);
   tcase_add_test (tc, test_empty_text_warns_and_eos);
   tcase_add_test (tc, test_text_is_spoken);
+  tcase_add_test (tc, test_sink_pad_sentences);
+  tcase_add_test (tc, test_flush_timeout);
+  tcase_add_test (tc, test_s16_engine_reuse_recompile);
+  tcase_add_test (tc, test_live_gaps_and_latency);
   suite_add_tcase (s, tc);
   return s;
 }
