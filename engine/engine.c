@@ -581,9 +581,9 @@ cb_utterance_read_audio (CbUtterance *u, const float **pcm, gsize *n_samples, gb
       return audio_failed (u, error, err);
     if (!cb_s3gen_stream_decode (u->stream, final, &u->cancel, pcm, n_samples, &err))
       return audio_failed (u, error, err);
-    if (final)
+    if (cb_s3gen_stream_ended (u->stream))
       u->audio_done = *done = TRUE;
-    if (*n_samples > 0 || final)
+    if (*n_samples > 0 || *done)
       return TRUE;
   }
 }

@@ -229,18 +229,30 @@ window_start (const CbS3GenStream *st)
   return MAX (s, 0);
 }
 
+/* Last token (exclusive) of the next chunk by the schedule alone, so chunk boundaries never depend
+ * on how far T3 happened to be when the reader looked: the first chunk ends at first_chunk_tokens;
+ * a later one once its new frames are at least the frames its window re-runs (prompt + context). */
+static int
+next_chunk_end (const CbS3GenStream *st)
+{
+  if (st->chunks == 0)
+    return st->params.first_chunk_tokens;
+  const int rerun = st->voice->n_prompt_frames + st->R * (st->decoded_tokens - window_start (st));
+  return st->decoded_tokens + MAX (1, (rerun + st->R - 1) / st->R);
+}
+
 gboolean
 cb_s3gen_stream_chunk_due (const CbS3GenStream *st, gboolean final)
 {
   if (!st->voice || st->ended)
     return FALSE;
-  if (final)
-    return TRUE;
-  const int fresh = st->n_tokens - st->decoded_tokens;
-  if (st->chunks == 0)
-    return st->n_tokens >= st->params.first_chunk_tokens;
-  const int rerun = st->voice->n_prompt_frames + st->R * (st->decoded_tokens - window_start (st));
-  return fresh > 0 && st->R * fresh >= rerun;
+  return final || st->n_tokens >= next_chunk_end (st);
+}
+
+gboolean
+cb_s3gen_stream_ended (const CbS3GenStream *st)
+{
+  return st->ended;
 }
 
 /* Frames [from, to) of the utterance mel from the last window (whose frame 0 is utterance frame
@@ -263,11 +275,11 @@ take_frames (CbS3GenStream *st, int w0, int wframes, int from, int to, gboolean 
   }
 }
 
-/* One S3Gen window over tokens [w0, decoded_tokens = n_tokens); updates mel / pending. */
+/* One S3Gen window over tokens [w0, e); updates mel / pending. */
 static gboolean
-decode_window (CbS3GenStream *st, gboolean final, const gint *cancel, GError **error)
+decode_window (CbS3GenStream *st, int e, gboolean final, const gint *cancel, GError **error)
 {
-  const int w0 = window_start (st), e = st->n_tokens, n = e - w0;
+  const int w0 = window_start (st), n = e - w0;
   const int wframes = cb_s3gen_window_frames (st->s3gen, st->voice, n);
   if (!cb_s3gen_flow_window (st->s3gen, st->arena, st->voice, st->tokens + w0, n, w0, NULL,
                              st->params.seed, cancel, st->window_mel, NULL, error))
@@ -338,8 +350,12 @@ cb_s3gen_stream_decode (CbS3GenStream *st, gboolean final, const gint *cancel, c
                  "S3Gen stream: no utterance in progress");
     return FALSE;
   }
-  if (st->n_tokens > st->decoded_tokens) {
-    if (!decode_window (st, final, cancel, error))
+  /* with every token in (`final`), scheduled chunks still come first: the same tokens give the
+   * same chunks and the same audio however T3 and the reader were interleaved */
+  const int e = MIN (next_chunk_end (st), st->n_tokens);
+  final = final && e == st->n_tokens;
+  if (e > st->decoded_tokens) {
+    if (!decode_window (st, e, final, cancel, error))
       return FALSE;
   } else if (final && st->n_pending > 0) {
     /* no new tokens since the last window, which therefore saw the whole utterance: its held-back

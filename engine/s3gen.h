@@ -145,9 +145,12 @@ gboolean       cb_s3gen_stream_push (CbS3GenStream *st, const int32_t *tokens, i
 /* Whether the schedule wants a chunk decoded now (`final`: no more tokens will come). */
 gboolean       cb_s3gen_stream_chunk_due (const CbS3GenStream *st, gboolean final);
 /* Decodes the next chunk: PCM samples (valid until the next call) that continue the utterance;
- * *n_samples may be 0. With `final`, everything left is decoded and the utterance ends. */
+ * *n_samples may be 0. Chunks follow the schedule whatever was pushed; with `final` (no more
+ * tokens will come) the chunk that reaches the last token ends the utterance
+ * (cb_s3gen_stream_ended) — call again while it has not ended. */
 gboolean       cb_s3gen_stream_decode (CbS3GenStream *st, gboolean final, const gint *cancel,
                                        const float **pcm, gsize *n_samples, GError **error);
+gboolean       cb_s3gen_stream_ended (const CbS3GenStream *st);
 /* Chunks decoded and estimator frame-evaluations spent in this utterance. */
 int            cb_s3gen_stream_chunks (const CbS3GenStream *st);
 guint64        cb_s3gen_stream_frame_evals (const CbS3GenStream *st);
