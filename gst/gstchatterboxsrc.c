@@ -751,11 +751,26 @@ gst_chatterbox_src_next_utterance (GstChatterboxSrc *self)
       if (w == TEXT_NONE)
         return GST_FLOW_EOS;
     } else {
-      gboolean done = self->text_done;
-      self->text_done = TRUE;
-      text = done ? NULL : g_strdup (self->text);
+      /* the property's text goes through the same segmentation: long text becomes sentences of
+       * at most ~300 characters, spoken one after the other */
+      if (!self->text_done) {
+        self->text_done = TRUE;
+        if (self->text) {
+          guint bad = cbs_text_queue_push (self->queue, (const guint8 *) self->text, strlen (self->text), FALSE);
+          bad += cbs_text_queue_finish_pending (self->queue);
+          if (bad)
+            GST_WARNING_OBJECT (self, "text property: %u invalid UTF-8 sequence(s) replaced", bad);
+        }
+        if (cbs_text_queue_n_ready (self->queue) == 0) {
+          GST_OBJECT_UNLOCK (self);
+          GST_ELEMENT_WARNING (self, STREAM, FORMAT, ("No text to speak."),
+              ("the text property is empty or whitespace only; nothing is spoken"));
+          return GST_FLOW_EOS;
+        }
+      }
+      text = cbs_text_queue_pop (self->queue);
       GST_OBJECT_UNLOCK (self);
-      if (done)
+      if (!text)
         return GST_FLOW_EOS;
     }
     gboolean blank = TRUE;
@@ -840,7 +855,7 @@ begin_failed:
       GST_ELEMENT_WARNING (self, STREAM, FORMAT, ("Text not spoken."), ("%s: %s", err->message, text));
       g_error_free (err);
       g_free (text);
-      return self->pad_mode ? gst_chatterbox_src_next_utterance (self) : GST_FLOW_EOS;
+      return gst_chatterbox_src_next_utterance (self);
     }
     GST_ELEMENT_ERROR (self, LIBRARY, INIT, ("Could not start speaking."), ("%s", err->message));
     g_error_free (err);

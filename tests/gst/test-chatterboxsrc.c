@@ -332,6 +332,142 @@ GST_START_TEST (test_live_gaps_and_latency)
 }
 GST_END_TEST;
 
+/* Long text in the property is segmented like the text pad's: sentences of at most ~300
+ * characters, each its own utterance, in order. */
+GST_START_TEST (test_long_text_property)
+{
+  /* the golden small model: the tiny test model takes only 64 text tokens per utterance */
+  gchar *dir = g_build_filename (g_getenv ("CB_TEST_DATA"), "golden", "model", NULL);
+  GString *text = g_string_new ("First sentence. Second one! ");
+  for (int i = 0; i < 90; i++)
+    g_string_append (text, "word ");
+  g_string_append (text, "end.");
+  GstBus *bus = gst_bus_new ();
+  GstHarness *h = harness_for (FALSE, bus, "model-location", dir, "text", text->str, "threads", 1,
+                               "max-tokens", 5, NULL);
+  gst_harness_play (h);
+  guint n_buffers;
+  pull_until_eos (h, 4, &n_buffers, NULL);
+  GPtrArray *stats = element_messages (bus, "chatterbox-stats");
+  fail_unless (stats->len >= 4, "%u utterances", stats->len);
+  guint c;
+  fail_unless (gst_structure_get_uint (g_ptr_array_index (stats, 0), "text-chars", &c) && c == 15);
+  for (guint i = 0; i < stats->len; i++)
+    fail_unless (gst_structure_get_uint (g_ptr_array_index (stats, i), "text-chars", &c) && c <= 300);
+  g_ptr_array_unref (stats);
+  g_string_free (text, TRUE);
+  gst_harness_teardown (h);
+  gst_object_unref (bus);
+  g_free (dir);
+}
+GST_END_TEST;
+
+/* NULL ↔ READY ↔ PAUSED ↔ PLAYING in many orders, repeated, with an utterance in flight. */
+GST_START_TEST (test_state_changes)
+{
+  gchar *dir = cb_test_make_model_dir ();
+  GstHarness *h = harness_for (FALSE, NULL, "model-location", dir, "text", "Hello there.", "threads", 1,
+                               "max-tokens", 30, NULL);
+  const GstState order[] = { GST_STATE_READY, GST_STATE_PAUSED, GST_STATE_PLAYING, GST_STATE_PAUSED,
+                             GST_STATE_READY, GST_STATE_PLAYING, GST_STATE_NULL, GST_STATE_PLAYING,
+                             GST_STATE_READY, GST_STATE_NULL, GST_STATE_PAUSED, GST_STATE_NULL };
+  for (int rep = 0; rep < 2; rep++)
+    for (guint i = 0; i < G_N_ELEMENTS (order); i++) {
+      fail_if (gst_element_set_state (h->element, order[i]) == GST_STATE_CHANGE_FAILURE);
+      fail_if (gst_element_get_state (h->element, NULL, NULL, 30 * GST_SECOND) == GST_STATE_CHANGE_FAILURE);
+      g_usleep (20000);
+      GstBuffer *b;
+      while ((b = gst_harness_try_pull (h)))
+        gst_buffer_unref (b);
+    }
+  gst_harness_teardown (h);
+  g_free (dir);
+}
+GST_END_TEST;
+
+/* A voice file that does not load and a damaged weights file are element errors naming the file. */
+GST_START_TEST (test_bad_files_are_element_errors)
+{
+  gchar *dir = cb_test_make_model_dir ();
+  GstBus *bus = gst_bus_new ();
+  GstHarness *h = harness_for (FALSE, bus, "model-location", dir, "text", "Hello.", "threads", 1,
+                               "voice", "/nonexistent/voice.pt", NULL);
+  gst_harness_play (h);
+  GstMessage *msg = gst_bus_timed_pop_filtered (bus, 20 * GST_SECOND, GST_MESSAGE_ERROR);
+  fail_unless (msg != NULL);
+  GError *err = NULL;
+  gchar *dbg = NULL;
+  gst_message_parse_error (msg, &err, &dbg);
+  fail_unless (err->domain == GST_RESOURCE_ERROR, "%s (%s)", err->message, dbg);
+  fail_unless (strstr (dbg, "/nonexistent/voice.pt") != NULL, "%s", dbg);
+  g_error_free (err);
+  g_free (dbg);
+  gst_message_unref (msg);
+  gst_harness_teardown (h);
+  gst_bus_set_flushing (bus, TRUE);  /* drop basesrc's follow-up stream error */
+  gst_bus_set_flushing (bus, FALSE);
+
+  /* cut t3_cfg.safetensors short */
+  gchar *t3 = g_build_filename (dir, "t3_cfg.safetensors", NULL);
+  gchar *bytes;
+  gsize len;
+  fail_unless (g_file_get_contents (t3, &bytes, &len, NULL));
+  fail_unless (g_file_set_contents (t3, bytes, len / 2, NULL));
+  g_free (bytes);
+  GstElement *el = gst_element_factory_make ("chatterboxsrc", NULL);
+  gst_element_set_bus (el, bus);
+  g_object_set (el, "model-location", dir, NULL);
+  fail_unless_equals_int (gst_element_set_state (el, GST_STATE_READY), GST_STATE_CHANGE_FAILURE);
+  msg = gst_bus_pop_filtered (bus, GST_MESSAGE_ERROR);
+  fail_unless (msg != NULL);
+  gst_message_parse_error (msg, &err, &dbg);
+  fail_unless (g_error_matches (err, GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_OPEN_READ), "%s", err->message);
+  fail_unless (strstr (dbg, "t3_cfg.safetensors") != NULL, "%s", dbg);
+  g_error_free (err);
+  g_free (dbg);
+  gst_message_unref (msg);
+  gst_element_set_state (el, GST_STATE_NULL);
+  gst_element_set_bus (el, NULL);
+  gst_object_unref (el);
+  gst_object_unref (bus);
+  g_free (t3);
+  g_free (dir);
+}
+GST_END_TEST;
+
+/* Text pad: a UTF-8 character split across buffers is reassembled; invalid bytes give a warning
+ * and the rest is still spoken; an empty buffer is harmless. */
+GST_START_TEST (test_sink_pad_utf8)
+{
+  gchar *dir = cb_test_make_model_dir ();
+  GstBus *bus = gst_bus_new ();
+  GstHarness *h = harness_for (TRUE, bus, "model-location", dir, "threads", 1, "max-tokens", 5,
+                               "flush-timeout", (guint64) 0, NULL);
+  gst_harness_set_src_caps_str (h, "text/x-raw, format=utf8");
+  gst_harness_play (h);
+  const gchar *parts[] = { "Caf\xc3", "\xa9 open. Bad \xff byte", "", " here.\n" };
+  for (guint i = 0; i < G_N_ELEMENTS (parts); i++)
+    fail_unless_equals_int (gst_harness_push (h, *parts[i] ? gst_buffer_new_memdup (parts[i], strlen (parts[i]))
+                                                           : gst_buffer_new ()), GST_FLOW_OK);
+  fail_unless (gst_harness_push_event (h, gst_event_new_eos ()));
+  guint n_buffers;
+  pull_until_eos (h, 4, &n_buffers, NULL);
+  /* popping a type drops the other messages before it: the warning first, then the stats */
+  GstMessage *msg = gst_bus_pop_filtered (bus, GST_MESSAGE_WARNING);
+  fail_unless (msg != NULL, "no warning for the invalid byte");
+  gst_message_unref (msg);
+  GPtrArray *stats = element_messages (bus, "chatterbox-stats");
+  fail_unless_equals_int (stats->len, 2);
+  guint c;
+  fail_unless (gst_structure_get_uint (g_ptr_array_index (stats, 0), "text-chars", &c));
+  fail_unless_equals_int (c, 10);  /* "Café open." */
+  g_ptr_array_unref (stats);
+  gst_harness_teardown (h);
+  gst_object_unref (bus);
+  g_free (dir);
+}
+GST_END_TEST;
+
 static Suite *
 chatterboxsrc_suite (void)
 {
@@ -345,6 +481,10 @@ chatterboxsrc_suite (void)
   tcase_add_test (tc, test_flush_timeout);
   tcase_add_test (tc, test_s16_engine_reuse_recompile);
   tcase_add_test (tc, test_live_gaps_and_latency);
+  tcase_add_test (tc, test_long_text_property);
+  tcase_add_test (tc, test_state_changes);
+  tcase_add_test (tc, test_bad_files_are_element_errors);
+  tcase_add_test (tc, test_sink_pad_utf8);
   suite_add_tcase (s, tc);
   return s;
 }
