@@ -13,6 +13,9 @@ CB_APT_PACKAGES=(
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good check
   # model download (scripts/fetch-model.py, standard library only) and its loopback fake-hub test
   python3 ca-certificates
+  # example pipelines and their tests (pipelines/, tests/pipelines/): RTP L16/Opus, Vorbis/Opus in
+  # Ogg and shout2send come from plugins-base/-good above; a local Icecast server to stream to
+  icecast2
 )
 
 cb_install_deps () {
