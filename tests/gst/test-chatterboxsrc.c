@@ -468,6 +468,30 @@ GST_START_TEST (test_sink_pad_utf8)
 }
 GST_END_TEST;
 
+/* The golden small model ends "Hello." by sampling its stop token (not by max-tokens): the stats
+ * say so and the audio is exactly 40 ms per speech token. */
+GST_START_TEST (test_t3_ends_by_eos)
+{
+  gchar *dir = g_build_filename (g_getenv ("CB_TEST_DATA"), "golden", "model", NULL);
+  GstBus *bus = gst_bus_new ();
+  GstHarness *h = harness_for (FALSE, bus, "model-location", dir, "text", "Hello.", "threads", 1,
+                               "max-tokens", 300, "seed", (gint64) 5, NULL);
+  gst_harness_play (h);
+  guint n_buffers;
+  guint64 samples = pull_until_eos (h, 4, &n_buffers, NULL);
+  GPtrArray *stats = element_messages (bus, "chatterbox-stats");
+  fail_unless_equals_int (stats->len, 1);
+  guint tokens;
+  fail_unless (gst_structure_get_uint (g_ptr_array_index (stats, 0), "speech-tokens", &tokens));
+  fail_unless (tokens > 0 && tokens < 299, "%u speech tokens: not ended by T3's stop token", tokens);
+  fail_unless_equals_uint64 (samples, (guint64) tokens * 960);
+  g_ptr_array_unref (stats);
+  gst_harness_teardown (h);
+  gst_object_unref (bus);
+  g_free (dir);
+}
+GST_END_TEST;
+
 static Suite *
 chatterboxsrc_suite (void)
 {
@@ -485,6 +509,7 @@ chatterboxsrc_suite (void)
   tcase_add_test (tc, test_state_changes);
   tcase_add_test (tc, test_bad_files_are_element_errors);
   tcase_add_test (tc, test_sink_pad_utf8);
+  tcase_add_test (tc, test_t3_ends_by_eos);
   suite_add_tcase (s, tc);
   return s;
 }
