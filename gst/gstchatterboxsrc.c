@@ -26,8 +26,8 @@
  * (`is-live`), the running time at which a buffer is produced, or the end of the previous buffer if
  * that is later — synthesis that falls behind real time leaves gaps, never drifting timestamps.
  * While a live element waits for text it sends GAP events. The LATENCY query answers the
- * first-chunk latency (measured by a warm-up utterance when the engine is acquired, then updated
- * from each utterance).
+ * first-chunk latency: measured by a short warm-up utterance when a live element starts (READY →
+ * PAUSED) with an engine not measured yet, then raised to the slowest first chunk seen.
  *
  * When it acquires an engine the element posts an element message `chatterbox-engine` with
  * `model-dir`, `built` (FALSE when an engine was shared), `builds-in-process` and `time` (ns).
@@ -541,6 +541,9 @@ gst_chatterbox_src_refresh_engine (GstChatterboxSrc *self)
     return TRUE;
   GST_INFO_OBJECT (self, "moving to a rebuilt engine");
   gst_chatterbox_src_drop_engine_state (self);
+  GST_OBJECT_LOCK (self);
+  self->latency = 0;  /* the live latency of the new engine is measured by its utterances */
+  GST_OBJECT_UNLOCK (self);
   CbsEngineHandle *old = self->engine;
   self->engine = NULL;
   gboolean ok = gst_chatterbox_src_acquire_engine (self);
@@ -569,6 +572,53 @@ gst_chatterbox_src_change_state (GstElement *element, GstStateChange transition)
 
 /* ---- streaming thread ---- */
 
+/* Live mode answers LATENCY with the first-chunk latency; before any real utterance it is measured
+ * once per engine with a short warm-up utterance (T3 up to the first chunk, that chunk's S3Gen and
+ * HiFT). Runs in READY→PAUSED. */
+static void
+gst_chatterbox_src_warm_up (GstChatterboxSrc *self)
+{
+  GError *err = NULL;
+  CbEngine *engine = cbs_engine_handle_engine (self->engine);
+  if (!self->utterance) {
+    CbUtterance *u = cb_utterance_new (engine, 0, 0, &err);
+    if (!u)
+      goto failed;
+    GST_OBJECT_LOCK (self);
+    self->utterance = u;
+    GST_OBJECT_UNLOCK (self);
+  }
+  CbUtteranceParams params;
+  cb_utterance_params_init (&params);
+  GST_OBJECT_LOCK (self);
+  params.chunk_tokens = self->chunk_tokens;
+  GST_OBJECT_UNLOCK (self);
+  params.max_tokens = MIN (params.chunk_tokens, cb_utterance_default_max_tokens (engine));
+  const gint64 t0 = g_get_monotonic_time ();
+  if (!cb_utterance_begin (self->utterance, "Hello there.", NULL, &params, &err))
+    goto failed;
+  gboolean done = FALSE;
+  while (!done) {
+    const float *pcm;
+    gsize n;
+    if (!cb_utterance_read_audio (self->utterance, &pcm, &n, &done, &err))
+      goto failed;
+    if (n > 0)
+      break;
+  }
+  cb_utterance_cancel (self->utterance);
+  GST_OBJECT_LOCK (self);
+  self->latency = (GstClockTime) (g_get_monotonic_time () - t0) * GST_USECOND;
+  GST_OBJECT_UNLOCK (self);
+  GST_INFO_OBJECT (self, "warm-up: first-chunk latency %" GST_TIME_FORMAT, GST_TIME_ARGS (self->latency));
+  return;
+
+failed:
+  GST_WARNING_OBJECT (self, "warm-up utterance failed (latency unknown until the first utterance): %s",
+      err->message);
+  g_error_free (err);
+}
+
 static gboolean
 gst_chatterbox_src_start (GstBaseSrc *bsrc)
 {
@@ -583,8 +633,11 @@ gst_chatterbox_src_start (GstBaseSrc *bsrc)
   self->pad_mode = gst_pad_is_linked (self->sinkpad);
   gboolean live = self->is_live;
   cbs_text_queue_clear (self->queue);
+  const gboolean measure = live && self->latency == 0;
   GST_OBJECT_UNLOCK (self);
   gst_base_src_set_live (bsrc, live);
+  if (measure)
+    gst_chatterbox_src_warm_up (self);
   return TRUE;
 }
 
