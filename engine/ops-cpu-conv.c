@@ -58,10 +58,18 @@ im2col_body (void *ctx, int64_t begin, int64_t end)
     const float *x = j->inp + (size_t) c * j->T;
     float *col = j->out + (size_t) row * j->Tout;
     int offset = k * j->dilation - j->pad_left;
-    for (int to = 0; to < j->Tout; to++) {
-      int ti = to * j->stride + offset;
-      col[to] = (ti >= 0 && ti < j->T) ? x[ti] : 0.0f;
-    }
+    /* the output range whose input index to·stride + offset stays inside [0, T): zeros around it,
+     * a plain copy inside it at stride 1 (HiFT's resblocks spend most of their unfolding there) */
+    int lo = offset >= 0 ? 0 : MIN (j->Tout, (-offset + j->stride - 1) / j->stride);
+    int hi = j->T - 1 - offset < 0 ? 0 : MIN (j->Tout, (j->T - 1 - offset) / j->stride + 1);
+    hi = MAX (hi, lo);
+    memset (col, 0, sizeof (float) * (size_t) lo);
+    if (j->stride == 1)
+      memcpy (col + lo, x + lo + offset, sizeof (float) * (size_t) (hi - lo));
+    else
+      for (int to = lo; to < hi; to++)
+        col[to] = x[to * j->stride + offset];
+    memset (col + hi, 0, sizeof (float) * (size_t) (j->Tout - hi));
   }
 }
 
