@@ -37,7 +37,8 @@ struct CbUtterance {
   CbEngine    *engine;
   CbT3Decoder *decoder;
   int          max_text_tokens;
-  char        *text;           /* normalised text of the current utterance */
+  GString     *text;           /* normalised text of the current utterance (kept: no allocation) */
+  CbTokenizerScratch *tok_scratch;
   GArray      *text_ids;       /* gint32, start and stop included */
   gint32      *speech_tokens;  /* (max_tokens) post-processed */
   int          n_speech_tokens;
@@ -330,6 +331,10 @@ cb_utterance_new (CbEngine *e, int max_text_tokens, int max_tokens, GError **err
     return NULL;
   }
   u->text_ids = g_array_sized_new (FALSE, FALSE, sizeof (gint32), u->max_text_tokens);
+  /* text buffers sized once for the longest text a stream takes (a text id covers at least one
+   * character; 8 per id is a generous bound), so a begin allocates nothing */
+  u->text = g_string_sized_new (8 * (gsize) u->max_text_tokens + 64);
+  u->tok_scratch = cb_tokenizer_scratch_new_sized (8 * (gsize) u->max_text_tokens);
   u->speech_tokens = g_new (gint32, max_tokens);
   u->produced = g_new (gint32, max_tokens);
   g_mutex_init (&u->lock);
@@ -363,7 +368,9 @@ cb_utterance_free (CbUtterance *u)
   cb_s3gen_stream_free (u->stream);
   if (u->text_ids)
     g_array_unref (u->text_ids);
-  g_free (u->text);
+  if (u->text)
+    g_string_free (u->text, TRUE);
+  cb_tokenizer_scratch_free (u->tok_scratch);
   g_free (u->speech_tokens);
   g_free (u);
 }
@@ -382,7 +389,7 @@ static gboolean
 text_to_ids (CbUtterance *u, const char *text, GError **error)
 {
   const CbEngine *e = u->engine;
-  g_clear_pointer (&u->text, g_free);
+  g_string_truncate (u->text, 0);
   g_array_set_size (u->text_ids, 0);
   if (!text || !g_utf8_validate (text, -1, NULL)) {
     g_set_error (error, CB_ERROR, CB_ERROR_INVALID_ARGUMENT, "the text is not valid UTF-8");
@@ -393,10 +400,10 @@ text_to_ids (CbUtterance *u, const char *text, GError **error)
     g_set_error (error, CB_ERROR, CB_ERROR_INVALID_ARGUMENT, "the text is empty");
     return FALSE;
   }
-  u->text = cb_punc_norm (text);
+  cb_punc_norm_into (text, u->text);
   gint32 start = e->config.t3.start_text_token, stop = e->config.t3.stop_text_token;
   g_array_append_val (u->text_ids, start);
-  if (!cb_tokenizer_encode (e->tokenizer, u->text, u->text_ids, error))
+  if (!cb_tokenizer_encode_with (e->tokenizer, u->tok_scratch, u->text->str, u->text_ids, error))
     return FALSE;
   g_array_append_val (u->text_ids, stop);
   int limit = MIN (u->max_text_tokens, e->config.t3.max_text_tokens);
@@ -626,7 +633,7 @@ cb_utterance_next (CbUtterance *u, gint32 *token, gboolean *done, GError **error
 const char *
 cb_utterance_text (const CbUtterance *u)
 {
-  return u->text;
+  return u->text->len ? u->text->str : NULL;
 }
 
 const gint32 *

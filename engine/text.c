@@ -73,38 +73,35 @@ cb_text_python_upper (gunichar c)
   return g_utf8_strup (buf, n);
 }
 
-/* Python str.replace(old, new) on the whole string: non-overlapping, left to right. */
-static char *
-replace_all (char *s, const char *old, const char *new)
+/* Python str.replace(old, new) on the whole string, in place: non-overlapping, left to right. */
+static void
+replace_all (GString *s, const char *old, const char *new)
 {
-  const char *hit = strstr (s, old);
-  if (!hit)
-    return s;
-  gsize old_len = strlen (old);
-  GString *out = g_string_sized_new (strlen (s) + 16);
-  const char *p = s;
-  for (; hit; hit = strstr (p, old)) {
-    g_string_append_len (out, p, hit - p);
-    g_string_append (out, new);
-    p = hit + old_len;
+  const gsize old_len = strlen (old), new_len = strlen (new);
+  for (gsize from = 0;;) {
+    const char *hit = strstr (s->str + from, old);
+    if (!hit)
+      return;
+    const gsize at = (gsize) (hit - s->str);
+    g_string_erase (s, (gssize) at, (gssize) old_len);
+    g_string_insert (s, (gssize) at, new);
+    from = at + new_len;
   }
-  g_string_append (out, p);
-  g_free (s);
-  return g_string_free (out, FALSE);
 }
 
-char *
-cb_punc_norm (const char *utf8)
+gboolean
+cb_punc_norm_into (const char *utf8, GString *out)
 {
-  g_return_val_if_fail (utf8 != NULL, NULL);
-  g_return_val_if_fail (g_utf8_validate (utf8, -1, NULL), NULL);
-
-  if (*utf8 == '\0')
-    return g_strdup (CB_EMPTY_TEXT_SENTENCE);
+  g_string_truncate (out, 0);
+  if (!utf8 || !g_utf8_validate (utf8, -1, NULL))
+    return FALSE;
+  if (*utf8 == '\0') {
+    g_string_assign (out, CB_EMPTY_TEXT_SENTENCE);
+    return TRUE;
+  }
 
   /* Capitalise the raw first character (before whitespace handling, as upstream does), then
    * rebuild the text as its words joined by single spaces. */
-  GString *out = g_string_sized_new (strlen (utf8) + 8);
   const char *p = utf8;
   gunichar first = g_utf8_get_char (p);
   char *first_upper = NULL;
@@ -133,19 +130,24 @@ cb_punc_norm (const char *utf8)
     g_string_append (out, word);
   g_free (first_upper);
 
-  char *text = g_string_free (out, FALSE);
   for (gsize i = 0; i < G_N_ELEMENTS (PUNC_REPLACEMENTS); i++)
-    text = replace_all (text, PUNC_REPLACEMENTS[i][0], PUNC_REPLACEMENTS[i][1]);
+    replace_all (out, PUNC_REPLACEMENTS[i][0], PUNC_REPLACEMENTS[i][1]);
 
-  gsize len = strlen (text);
-  while (len > 0 && text[len - 1] == ' ')
-    text[--len] = '\0';
-  if (len == 0 || !strchr (".!?-,", text[len - 1])) {
-    char *done = g_strconcat (text, ".", NULL);
-    g_free (text);
-    return done;
-  }
-  return text;
+  while (out->len > 0 && out->str[out->len - 1] == ' ')
+    g_string_truncate (out, out->len - 1);
+  if (out->len == 0 || !strchr (".!?-,", out->str[out->len - 1]))
+    g_string_append_c (out, '.');
+  return TRUE;
+}
+
+char *
+cb_punc_norm (const char *utf8)
+{
+  g_return_val_if_fail (utf8 != NULL, NULL);
+  g_return_val_if_fail (g_utf8_validate (utf8, -1, NULL), NULL);
+  GString *out = g_string_sized_new (strlen (utf8) + 8);
+  cb_punc_norm_into (utf8, out);
+  return g_string_free (out, FALSE);
 }
 
 /* ---- sentence boundaries ------------------------------------------------------------------ */

@@ -17,6 +17,10 @@ G_BEGIN_DECLS
  * punctuation replacements; a final '.' unless the text ends in . ! ? - ,
  * Returns a new string (g_free), or NULL if utf8 is NULL or not valid UTF-8. */
 char       *cb_punc_norm (const char *utf8);
+/* The same into `out` (its contents replaced; nothing allocated once it is long enough, except
+ * for a lower-case first character, whose upper case is a new string). FALSE if utf8 is not valid
+ * UTF-8. */
+gboolean    cb_punc_norm_into (const char *utf8, GString *out);
 
 /* Split long text into pieces of at most max_chars Unicode characters (0 means
  * CB_TEXT_DEFAULT_MAX_CHARS). Every sentence becomes its own piece; only a sentence longer than

@@ -589,10 +589,16 @@ typedef struct {
   const CbTokenizer *tok;
   GArray *ids;            /* output, gint32 */
   GString *scratch;       /* NUL-terminated keys for vocabulary lookups */
+  GString *piece;         /* byte-fallback piece with its prefix/suffix */
   GArray *symbols;        /* BpeSymbol, one word at a time */
   GArray *heap;           /* BpeMerge candidates, pair = position of the left symbol */
   GArray *spans, *spans_next;  /* pre-tokenizer steps' output: pairs of byte offsets */
 } Encoder;
+
+struct _CbTokenizerScratch {
+  GString *text;          /* the input with ' ' → "[SPACE]" */
+  Encoder  e;             /* its buffers (tok and ids are set per encode) */
+};
 
 static void
 append_id (Encoder *e, gint32 id)
@@ -744,7 +750,8 @@ bpe_word (Encoder *e, const char *w, gsize len)
     if (tok->byte_fallback) {
       /* Every byte of the piece (with its prefix/suffix) as a <0xNN> token, or none at all. The
        * library adds them without first flushing a pending [UNK], which then lands after them. */
-      GString *piece = g_string_new (prefix);
+      GString *piece = e->piece;
+      g_string_assign (piece, prefix ? prefix : "");
       g_string_append_len (piece, p, n);
       if (suffix)
         g_string_append (piece, suffix);
@@ -757,7 +764,6 @@ bpe_word (Encoder *e, const char *w, gsize len)
         if (all)
           add_symbol (e, id, 1);
       }
-      g_string_free (piece, TRUE);
       if (all) {
         p = q;
         continue;
@@ -922,36 +928,76 @@ encode_span (Encoder *e, const char *s, gsize start, gsize end, int pass)
     encode_span (e, s, done, end, pass + 1);
 }
 
-gboolean
-cb_tokenizer_encode (const CbTokenizer *tok, const char *utf8, GArray *ids_out, GError **error)
+CbTokenizerScratch *
+cb_tokenizer_scratch_new_sized (gsize max_chars)
 {
-  g_return_val_if_fail (tok != NULL && utf8 != NULL && ids_out != NULL, FALSE);
+  /* a character is at most 4 bytes and a space becomes 7 ("[SPACE]"); a word has at most as many
+   * symbols, merge candidates and spans as characters */
+  const gsize n = MAX (max_chars, 16);
+  CbTokenizerScratch *s = g_new0 (CbTokenizerScratch, 1);
+  s->text = g_string_sized_new (7 * n + 1);
+  s->e.scratch = g_string_sized_new (4 * n + 64);
+  s->e.piece = g_string_sized_new (64);
+  s->e.symbols = g_array_sized_new (FALSE, FALSE, sizeof (BpeSymbol), (guint) n);
+  s->e.heap = g_array_sized_new (FALSE, FALSE, sizeof (BpeMerge), (guint) (2 * n));
+  s->e.spans = g_array_sized_new (FALSE, FALSE, sizeof (gsize), (guint) (2 * n));
+  s->e.spans_next = g_array_sized_new (FALSE, FALSE, sizeof (gsize), (guint) (2 * n));
+  return s;
+}
+
+CbTokenizerScratch *
+cb_tokenizer_scratch_new (void)
+{
+  return cb_tokenizer_scratch_new_sized (0);
+}
+
+void
+cb_tokenizer_scratch_free (CbTokenizerScratch *s)
+{
+  if (!s)
+    return;
+  g_string_free (s->text, TRUE);
+  g_string_free (s->e.scratch, TRUE);
+  g_string_free (s->e.piece, TRUE);
+  g_array_free (s->e.symbols, TRUE);
+  g_array_free (s->e.heap, TRUE);
+  g_array_free (s->e.spans, TRUE);
+  g_array_free (s->e.spans_next, TRUE);
+  g_free (s);
+}
+
+gboolean
+cb_tokenizer_encode_with (const CbTokenizer *tok, CbTokenizerScratch *scratch, const char *utf8,
+                          GArray *ids_out, GError **error)
+{
+  g_return_val_if_fail (tok != NULL && scratch != NULL && utf8 != NULL && ids_out != NULL, FALSE);
   g_return_val_if_fail (g_array_get_element_size (ids_out) == sizeof (gint32), FALSE);
   if (!g_utf8_validate (utf8, -1, NULL)) {
     g_set_error (error, CB_ERROR, CB_ERROR_INVALID_ARGUMENT, "text to tokenize is not valid UTF-8");
     return FALSE;
   }
   /* EnTokenizer.encode: spaces become the literal [SPACE] token text. */
-  GString *text = g_string_sized_new (strlen (utf8) + 16);
+  GString *text = scratch->text;
+  g_string_truncate (text, 0);
   for (const char *p = utf8; *p; p++) {
     if (*p == ' ')
       g_string_append (text, "[SPACE]");
     else
       g_string_append_c (text, *p);
   }
-  Encoder e = {
-    .tok = tok, .ids = ids_out, .scratch = g_string_new (NULL),
-    .symbols = g_array_new (FALSE, FALSE, sizeof (BpeSymbol)),
-    .heap = g_array_new (FALSE, FALSE, sizeof (BpeMerge)),
-    .spans = g_array_new (FALSE, FALSE, sizeof (gsize)),
-    .spans_next = g_array_new (FALSE, FALSE, sizeof (gsize)),
-  };
-  encode_span (&e, text->str, 0, text->len, 0);
-  g_string_free (e.scratch, TRUE);
-  g_array_free (e.symbols, TRUE);
-  g_array_free (e.heap, TRUE);
-  g_array_free (e.spans, TRUE);
-  g_array_free (e.spans_next, TRUE);
-  g_string_free (text, TRUE);
+  Encoder *e = &scratch->e;
+  e->tok = tok;
+  e->ids = ids_out;
+  encode_span (e, text->str, 0, text->len, 0);
+  e->ids = NULL;
   return TRUE;
+}
+
+gboolean
+cb_tokenizer_encode (const CbTokenizer *tok, const char *utf8, GArray *ids_out, GError **error)
+{
+  CbTokenizerScratch *scratch = cb_tokenizer_scratch_new ();
+  gboolean ok = cb_tokenizer_encode_with (tok, scratch, utf8, ids_out, error);
+  cb_tokenizer_scratch_free (scratch);
+  return ok;
 }

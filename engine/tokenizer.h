@@ -40,6 +40,17 @@ gint32       cb_tokenizer_token_id (const CbTokenizer *tok, const char *token);
 gboolean     cb_tokenizer_encode (const CbTokenizer *tok, const char *utf8, GArray *ids_out,
                                   GError **error);
 
+/* Working buffers of an encode, kept by a caller that encodes many texts (an utterance stream), so
+ * an encode allocates nothing once they have grown to the longest text. */
+typedef struct _CbTokenizerScratch CbTokenizerScratch;
+CbTokenizerScratch *cb_tokenizer_scratch_new (void);
+/* With room for texts of up to max_chars characters from the start. */
+CbTokenizerScratch *cb_tokenizer_scratch_new_sized (gsize max_chars);
+void                cb_tokenizer_scratch_free (CbTokenizerScratch *scratch);
+/* cb_tokenizer_encode with the caller's scratch. */
+gboolean     cb_tokenizer_encode_with (const CbTokenizer *tok, CbTokenizerScratch *scratch,
+                                       const char *utf8, GArray *ids_out, GError **error);
+
 /* The Rust regex classes the pre-tokenizers use, exposed for tests: \s (White_Space) and \w
  * (Alphabetic, marks, decimal numbers, connector punctuation, join controls). */
 gboolean     cb_tokenizer_is_rust_space (gunichar c);

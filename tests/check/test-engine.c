@@ -2,6 +2,7 @@
  * name the broken file, the threads setting honoured, synthesis available. */
 #include <string.h>
 
+#include "cb-alloc-count.h"
 #include "cb-check.h"
 #include "chatterbox.h"
 #include "config.h"
@@ -331,6 +332,42 @@ START_TEST (test_engine_options)
 }
 END_TEST
 
+
+/* After a stream's first utterance (same voice), beginning the next one allocates nothing: text
+ * normalisation and the tokenizer write into the stream's buffers, T3 reuses its state and the
+ * voice's cached prefix, the audio stream its arena. */
+START_TEST (test_begin_allocates_nothing)
+{
+#ifdef COUNT_ALLOCS
+  char *dir = cb_test_make_model_dir ();
+  GError *err = NULL;
+  CbEngine *e = engine_from (dir, 1, &err);
+  ck_assert_msg (e != NULL, "%s", err ? err->message : "");
+  CbUtterance *u = cb_utterance_new (e, 0, 20, &err);
+  ck_assert (u != NULL);
+  CbUtteranceParams p;
+  cb_utterance_params_init (&p);
+  p.max_tokens = 20;
+  ck_assert (cb_utterance_begin (u, "Hello there, this is the first one.", NULL, &p, &err));
+  gboolean done = FALSE;
+  while (!done) {
+    const float *pcm;
+    gsize n;
+    ck_assert_msg (cb_utterance_read_audio (u, &pcm, &n, &done, &err), "%s", err ? err->message : "");
+  }
+  __atomic_store_n (&n_allocs, 0, __ATOMIC_SEQ_CST);
+  __atomic_store_n (&counting_allocs, 1, __ATOMIC_SEQ_CST);
+  gboolean ok = cb_utterance_begin (u, "And a second, different sentence!", NULL, &p, NULL);
+  __atomic_store_n (&counting_allocs, 0, __ATOMIC_SEQ_CST);
+  ck_assert (ok);
+  ck_assert_msg (n_allocs == 0, "%d heap allocations in the second begin", n_allocs);
+  cb_utterance_free (u);
+  cb_engine_free (e);
+  g_free (dir);
+#endif
+}
+END_TEST
+
 static Suite *
 engine_suite (void)
 {
@@ -344,6 +381,7 @@ engine_suite (void)
   tc = tcase_create ("utterance");
   tcase_set_timeout (tc, 120);
   tcase_add_test (tc, test_utterances_in_a_row);
+  tcase_add_test (tc, test_begin_allocates_nothing);
   tcase_add_test (tc, test_utterance_errors);
   tcase_add_test (tc, test_engine_options);
   suite_add_tcase (s, tc);
