@@ -79,16 +79,25 @@ cb_s3gen_frame_evals (const CbS3Gen *s)
   return cb_s3gen_cfm_frame_evals (s->cfm);
 }
 
+/* Streams on several threads share a CbS3Gen: the timers are atomic. */
+static void
+add_us (gint64 *field, gint64 us)
+{
+  __atomic_add_fetch (field, us, __ATOMIC_RELAXED);
+}
+
 void
 cb_s3gen_times (const CbS3Gen *s, CbS3GenTimes *t)
 {
-  *t = s->times;
+  t->encoder_us = __atomic_load_n (&s->times.encoder_us, __ATOMIC_RELAXED);
+  t->cfm_us = __atomic_load_n (&s->times.cfm_us, __ATOMIC_RELAXED);
+  t->hift_us = __atomic_load_n (&s->times.hift_us, __ATOMIC_RELAXED);
 }
 
 void
 cb_s3gen_add_hift_us (CbS3Gen *s, gint64 us)
 {
-  s->times.hift_us += us;
+  add_us (&s->times.hift_us, us);
 }
 
 /* Internal accessors for s3gen-stream.c. */
@@ -297,7 +306,7 @@ cb_s3gen_flow_window (CbS3Gen *s, CbArena *scratch, const CbS3GenVoice *v, const
   memcpy (ids + Tp, tokens, (gsize) n * sizeof (int32_t));
   gint64 t0 = g_get_monotonic_time ();
   gboolean ok = cb_s3gen_flow_encode (s->flow, scratch, ids, Tt, mu, NULL, error);
-  s->times.encoder_us += g_get_monotonic_time () - t0;
+  add_us (&s->times.encoder_us, g_get_monotonic_time () - t0);
   if (ok) {
     /* cond: the prompt mel in frames [0, Tm), zeros after */
     for (int m = 0; m < M; m++) {
@@ -312,7 +321,7 @@ cb_s3gen_flow_window (CbS3Gen *s, CbArena *scratch, const CbS3GenVoice *v, const
     t0 = g_get_monotonic_time ();
     ok = cb_s3gen_cfm_solve (s->cfm, scratch, z, mu, v->spks, cond, T, full, cancel, NULL, NULL,
                              error);
-    s->times.cfm_us += g_get_monotonic_time () - t0;
+    add_us (&s->times.cfm_us, g_get_monotonic_time () - t0);
   }
   if (ok) {
     for (int m = 0; m < M; m++)
@@ -383,7 +392,7 @@ cb_s3gen_decode_whole (CbS3Gen *s, const CbS3GenVoice *v, const int32_t *tokens,
     out->n_samples = L;
     const gint64 t0 = g_get_monotonic_time ();
     cb_hift_inference (s->hift, arena, out->mel, F, ph, ns, NULL, 0, out->wav, NULL, out->f0);
-    s->times.hift_us += g_get_monotonic_time () - t0;
+    add_us (&s->times.hift_us, g_get_monotonic_time () - t0);
     cb_hift_trim_fade (out->wav, (int) L, s->cfg->hift.sampling_rate);
     g_free (eps);
     g_free (phases);

@@ -494,6 +494,35 @@ GST_START_TEST (test_t3_ends_by_eos)
 }
 GST_END_TEST;
 
+/* Two elements sharing one engine synthesise at the same time, each to its own complete stream. */
+GST_START_TEST (test_two_elements_at_once)
+{
+  gchar *dir = cb_test_make_model_dir ();
+  GstBus *bus = gst_bus_new ();
+  GstHarness *a = harness_for (FALSE, bus, "model-location", dir, "text", "First voice speaking.",
+                               "threads", 1, "max-tokens", 40, NULL);
+  GstHarness *b = harness_for (FALSE, bus, "model-location", dir, "text", "Second one, at once.",
+                               "threads", 1, "max-tokens", 40, "seed", (gint64) 9, NULL);
+  gst_harness_play (a);
+  gst_harness_play (b);
+  guint na, nb;
+  guint64 sa = pull_until_eos (a, 4, &na, NULL), sb = pull_until_eos (b, 4, &nb, NULL);
+  GPtrArray *engines = element_messages (bus, "chatterbox-engine");
+  fail_unless_equals_int (engines->len, 2);  /* one built, one shared */
+  gboolean built0, built1;
+  fail_unless (gst_structure_get_boolean (g_ptr_array_index (engines, 0), "built", &built0));
+  fail_unless (gst_structure_get_boolean (g_ptr_array_index (engines, 1), "built", &built1));
+  fail_unless (built0 && !built1);
+  g_ptr_array_unref (engines);
+  fail_unless (sa > 0 && sb > 0);
+  fail_unless (sa % 960 == 0 && sb % 960 == 0);
+  gst_harness_teardown (a);
+  gst_harness_teardown (b);
+  gst_object_unref (bus);
+  g_free (dir);
+}
+GST_END_TEST;
+
 static Suite *
 chatterboxsrc_suite (void)
 {
@@ -512,6 +541,7 @@ chatterboxsrc_suite (void)
   tcase_add_test (tc, test_bad_files_are_element_errors);
   tcase_add_test (tc, test_sink_pad_utf8);
   tcase_add_test (tc, test_t3_ends_by_eos);
+  tcase_add_test (tc, test_two_elements_at_once);
   suite_add_tcase (s, tc);
   return s;
 }
