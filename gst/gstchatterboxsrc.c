@@ -64,6 +64,9 @@ GST_DEBUG_CATEGORY_STATIC (chatterbox_src_debug);
 #define DEFAULT_THREADS 0
 #define DEFAULT_IS_LIVE FALSE
 
+/* The end of every utterance fades out over this many samples (10 ms). */
+#define FADE_OUT_SAMPLES 240
+
 /* How often a live element waiting for text sends a GAP event. */
 #define GAP_INTERVAL (100 * GST_MSECOND)
 
@@ -1014,8 +1017,18 @@ gst_chatterbox_src_create (GstPushSrc *psrc, GstBuffer **buf)
       goto failed;
     if (n > 0 && self->first_audio_us == 0)
       gst_chatterbox_src_note_first_audio (self);
-    if (n > 0)
+    if (n > 0 && done) {
+      /* utterances follow each other directly: each starts from silence (upstream's trim fade),
+       * and the last samples of each fade out, so no join between sentences clicks */
+      float *faded = g_memdup2 (pcm, n * sizeof (float));
+      const gsize m = MIN (n, FADE_OUT_SAMPLES);
+      for (gsize i = 0; i < m; i++)
+        faded[n - m + i] *= 0.5f * (1.0f + cosf ((float) G_PI * (i + 1) / m));
+      *buf = gst_chatterbox_src_make_buffer (self, faded, n);
+      g_free (faded);
+    } else if (n > 0) {
       *buf = gst_chatterbox_src_make_buffer (self, pcm, n);
+    }
     if (done) {
       self->speaking = FALSE;
       gst_chatterbox_src_post_stats (self);

@@ -523,6 +523,57 @@ GST_START_TEST (test_two_elements_at_once)
 }
 GST_END_TEST;
 
+/* Sentences follow each other without a click: the last sample of one utterance and the first of
+ * the next are (near) silence. */
+GST_START_TEST (test_sentence_joins_are_silent)
+{
+  gchar *dir = cb_test_make_model_dir ();
+  GstBus *bus = gst_bus_new ();
+  GstHarness *h = harness_for (FALSE, bus, "model-location", dir, "threads", 1, "max-tokens", 20,
+                               "text", "One sentence here. Another one there.", NULL);
+  gst_harness_play (h);
+  GArray *pcm = g_array_new (FALSE, FALSE, sizeof (float));
+  gboolean eos = FALSE;
+  for (;;) {
+    GstEvent *ev;
+    while (!eos && (ev = gst_harness_try_pull_event (h))) {
+      eos = GST_EVENT_TYPE (ev) == GST_EVENT_EOS;
+      gst_event_unref (ev);
+    }
+    GstBuffer *buf = gst_harness_try_pull (h);
+    if (!buf) {
+      if (eos)
+        break;
+      g_usleep (5000);
+      continue;
+    }
+    GstMapInfo map;
+    gst_buffer_map (buf, &map, GST_MAP_READ);
+    g_array_append_vals (pcm, map.data, map.size / 4);
+    gst_buffer_unmap (buf, &map);
+    gst_buffer_unref (buf);
+  }
+  GPtrArray *stats = element_messages (bus, "chatterbox-stats");
+  fail_unless_equals_int (stats->len, 2);
+  gdouble secs;
+  fail_unless (gst_structure_get_double (g_ptr_array_index (stats, 0), "audio-seconds", &secs));
+  const gsize join = (gsize) llround (secs * 24000);
+  fail_unless (join > 0 && join < pcm->len);
+  const float *x = (const float *) pcm->data;
+  float peak = 0;
+  for (gsize i = 0; i < pcm->len; i++)
+    peak = MAX (peak, fabsf (x[i]));
+  fail_unless (peak > 0.01f, "silent output");
+  fail_unless (fabsf (x[join - 1]) < 0.01f * peak && fabsf (x[join]) < 0.01f * peak,
+               "join at %zu: %g then %g (peak %g)", join, x[join - 1], x[join], peak);
+  g_ptr_array_unref (stats);
+  g_array_unref (pcm);
+  gst_harness_teardown (h);
+  gst_object_unref (bus);
+  g_free (dir);
+}
+GST_END_TEST;
+
 static Suite *
 chatterboxsrc_suite (void)
 {
@@ -542,6 +593,7 @@ chatterboxsrc_suite (void)
   tcase_add_test (tc, test_sink_pad_utf8);
   tcase_add_test (tc, test_t3_ends_by_eos);
   tcase_add_test (tc, test_two_elements_at_once);
+  tcase_add_test (tc, test_sentence_joins_are_silent);
   suite_add_tcase (s, tc);
   return s;
 }
