@@ -574,11 +574,48 @@ GST_START_TEST (test_sentence_joins_are_silent)
 }
 GST_END_TEST;
 
+/* A 20,000-character buffer without a sentence end is cut into pieces of at most 300 characters,
+ * all spoken in order; the stream reaches EOS. (Golden model: 2048 text tokens per utterance.) */
+GST_START_TEST (test_huge_text_buffer)
+{
+  gchar *dir = g_build_filename (g_getenv ("CB_TEST_DATA"), "golden", "model", NULL);
+  GstBus *bus = gst_bus_new ();
+  GstHarness *h = harness_for (TRUE, bus, "model-location", dir, "threads", 1, "max-tokens", 1,
+                               "flush-timeout", (guint64) 0, NULL);
+  gst_harness_set_src_caps_str (h, "text/x-raw, format=utf8");
+  gst_harness_play (h);
+  GString *big = g_string_new (NULL);
+  while (big->len < 20000)
+    g_string_append (big, "lorem ipsum dolor ");
+  g_string_truncate (big, 20000);
+  fail_unless_equals_int (gst_harness_push (h, gst_buffer_new_memdup (big->str, big->len)), GST_FLOW_OK);
+  fail_unless (gst_harness_push_event (h, gst_event_new_eos ()));
+  guint n_buffers;
+  pull_until_eos (h, 4, &n_buffers, NULL);
+  GPtrArray *stats = element_messages (bus, "chatterbox-stats");
+  fail_unless (stats->len >= 20000 / 300, "%u utterances", stats->len);
+  guint64 chars = 0;
+  for (guint i = 0; i < stats->len; i++) {
+    guint c;
+    fail_unless (gst_structure_get_uint (g_ptr_array_index (stats, i), "text-chars", &c) && c <= 300);
+    chars += c;
+  }
+  /* every word spoken: the pieces cover the text but its spaces between pieces */
+  fail_unless (chars + stats->len >= 19990 && chars <= 20000, "%" G_GUINT64_FORMAT " characters", chars);
+  g_ptr_array_unref (stats);
+  g_string_free (big, TRUE);
+  gst_harness_teardown (h);
+  gst_object_unref (bus);
+  g_free (dir);
+}
+GST_END_TEST;
+
 static Suite *
 chatterboxsrc_suite (void)
 {
   Suite *s = suite_create ("chatterboxsrc");
   TCase *tc = tcase_create ("general");
+  tcase_set_timeout (tc, 600);  /* the ASan build is several times slower */
   tcase_add_test (tc, test_properties);
   tcase_add_test (tc, test_missing_model_fails_ready);
   tcase_add_test (tc, test_empty_text_warns_and_eos);
@@ -594,6 +631,7 @@ chatterboxsrc_suite (void)
   tcase_add_test (tc, test_t3_ends_by_eos);
   tcase_add_test (tc, test_two_elements_at_once);
   tcase_add_test (tc, test_sentence_joins_are_silent);
+  tcase_add_test (tc, test_huge_text_buffer);
   suite_add_tcase (s, tc);
   return s;
 }
