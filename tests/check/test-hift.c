@@ -11,6 +11,7 @@
 #include <glib/gstdio.h>
 
 #include "cb-check.h"
+#include "cb-golden-model.h"
 #include "config.h"
 #include "hift.h"
 #include "safetensors.h"
@@ -34,16 +35,9 @@ static void
 setup (void)
 {
   GError *err = NULL;
-  char *json = cb_test_golden_path ("model/chatterbox-config.json");
-  char *st = cb_test_golden_path ("model/s3gen.safetensors");
-  cb_config_init_default (&cfg);
-  ck_assert_msg (cb_config_load_json (&cfg, json, &err), "%s", err ? err->message : "");
-  weights = cb_safetensors_open (st, &err);
-  ck_assert_msg (weights != NULL, "%s", err ? err->message : "");
+  weights = cb_test_golden_model (&cfg, "s3gen.safetensors");
   hift = cb_hift_new (&cfg, weights, &err);
   ck_assert_msg (hift != NULL, "%s", err ? err->message : "");
-  g_free (json);
-  g_free (st);
 }
 
 static void
@@ -51,18 +45,6 @@ teardown (void)
 {
   cb_hift_free (hift);
   cb_safetensors_free (weights);
-}
-
-static double
-rel_err (const float *ours, const float *ref, size_t n)
-{
-  double diff = 0, mx = 0;
-  for (size_t i = 0; i < n; i++) {
-    double d = fabs ((double) ours[i] - ref[i]);
-    diff = isnan (d) ? INFINITY : MAX (diff, d);
-    mx = MAX (mx, fabs ((double) ref[i]));
-  }
-  return mx > 0 ? diff / mx : diff;
 }
 
 /* A golden case: its tensors as F32 (copies kept in `owned`). */
@@ -165,16 +147,16 @@ START_TEST (test_golden_case)
 
   /* F0 from the mel */
   cb_hift_f0 (hift, arena, mel, T, f0);
-  CHECK ("hift.f0", rel_err (f0, ref_f0, T), TOL_F0);
+  CHECK ("hift.f0", cb_rel_max_err (f0, ref_f0, T), TOL_F0);
 
   /* SineGen and the merged source from upstream's F0 */
   cb_hift_source (hift, arena, ref_f0, T, phases, noise, NULL, NULL, source, sine);
   if (cb_safetensors_find (g.st, "hift.sine_waves"))
-    CHECK ("hift.sine_waves", rel_err (sine, golden_get (&g, "hift.sine_waves", (guint64) H * L),
+    CHECK ("hift.sine_waves", cb_rel_max_err (sine, golden_get (&g, "hift.sine_waves", (guint64) H * L),
                                        (size_t) H * L), TOL_SOURCE);
   if (n_cache)
     memcpy (source, cache, sizeof (float) * n_cache);
-  CHECK ("hift.source", rel_err (source, ref_source, L), TOL_SOURCE);
+  CHECK ("hift.source", cb_rel_max_err (source, ref_source, L), TOL_SOURCE);
 
   /* the generator from upstream's mel and source */
   float *pre = g_new (float, (gsize) C0 * T), *re = g_new (float, (gsize) nb * nfr);
@@ -182,24 +164,24 @@ START_TEST (test_golden_case)
   CbHiftTrace trace = { pre, re, im, post };
   cb_hift_decode (hift, arena, mel, T, ref_source, wav, &trace);
   CHECK ("hift.source_stft_real",
-         rel_err (re, golden_get (&g, "hift.source_stft_real", (guint64) nb * nfr),
+         cb_rel_max_err (re, golden_get (&g, "hift.source_stft_real", (guint64) nb * nfr),
                   (size_t) nb * nfr), TOL_STFT);
   CHECK ("hift.source_stft_imag",
-         rel_err (im, golden_get (&g, "hift.source_stft_imag", (guint64) nb * nfr),
+         cb_rel_max_err (im, golden_get (&g, "hift.source_stft_imag", (guint64) nb * nfr),
                   (size_t) nb * nfr), TOL_STFT);
-  CHECK ("hift.conv_pre", rel_err (pre, golden_get (&g, "hift.conv_pre", (guint64) C0 * T),
+  CHECK ("hift.conv_pre", cb_rel_max_err (pre, golden_get (&g, "hift.conv_pre", (guint64) C0 * T),
                                    (size_t) C0 * T), TOL_PRE);
   CHECK ("hift.conv_post",
-         rel_err (post, golden_get (&g, "hift.conv_post", (guint64) nspec * nfr),
+         cb_rel_max_err (post, golden_get (&g, "hift.conv_post", (guint64) nspec * nfr),
                   (size_t) nspec * nfr), TOL_POST);
-  CHECK ("wav (decode)", rel_err (wav, ref_wav, L), TOL_WAV);
+  CHECK ("wav (decode)", cb_rel_max_err (wav, ref_wav, L), TOL_WAV);
 
   /* the whole chain from the mel alone */
   memset (wav, 0, sizeof (float) * L);
   cb_hift_inference (hift, arena, mel, T, phases, noise, cache, n_cache, wav, source, f0);
-  CHECK ("f0 (inference)", rel_err (f0, ref_f0, T), TOL_F0);
-  CHECK ("source (inference)", rel_err (source, ref_source, L), TOL_SOURCE_CHAINED);
-  CHECK ("wav (inference)", rel_err (wav, ref_wav, L), TOL_WAV);
+  CHECK ("f0 (inference)", cb_rel_max_err (f0, ref_f0, T), TOL_F0);
+  CHECK ("source (inference)", cb_rel_max_err (source, ref_source, L), TOL_SOURCE_CHAINED);
+  CHECK ("wav (inference)", cb_rel_max_err (wav, ref_wav, L), TOL_WAV);
 
   if (cb_safetensors_find (g.st, "s3gen.trim_fade")) {
     const int n_fade = 2 * cfg.hift.sampling_rate / 50;
@@ -208,9 +190,9 @@ START_TEST (test_golden_case)
       curve[i] = 1.0f;
     cb_hift_trim_fade (curve, n_fade, cfg.hift.sampling_rate);
     const float *ref_curve = golden_get (&g, "s3gen.trim_fade", n_fade);
-    CHECK ("s3gen.trim_fade", rel_err (curve, ref_curve, n_fade), 1e-6);
+    CHECK ("s3gen.trim_fade", cb_rel_max_err (curve, ref_curve, n_fade), 1e-6);
     cb_hift_trim_fade (wav, L, cfg.hift.sampling_rate);
-    CHECK ("out.wav (faded)", rel_err (wav, golden_get (&g, "out.wav", L), L), TOL_WAV);
+    CHECK ("out.wav (faded)", cb_rel_max_err (wav, golden_get (&g, "out.wav", L), L), TOL_WAV);
     g_free (curve);
   }
   check_scratch (arena, name);
@@ -240,13 +222,13 @@ START_TEST (test_golden_detects_difference)
   CbArena *arena = exact_arena (T);
   f0[5] *= 1.01f;
   cb_hift_source (hift, arena, f0, T, phases, noise, NULL, NULL, source, NULL);
-  double e = rel_err (source, golden_get (&g, "hift.source", L), L);
+  double e = cb_rel_max_err (source, golden_get (&g, "hift.source", L), L);
   printf ("hift source with one F0 frame 1%% off: rel err %.2e\n", e);
   ck_assert (e > 10 * TOL_SOURCE);
   float *ph = g_memdup2 (phases, sizeof (float) * H);
   ph[3] += 0.01f;
   cb_hift_source (hift, arena, ref_f0, T, ph, noise, NULL, NULL, source, NULL);
-  e = rel_err (source, golden_get (&g, "hift.source", L), L);
+  e = cb_rel_max_err (source, golden_get (&g, "hift.source", L), L);
   printf ("hift source with one phase 0.01 off: rel err %.2e\n", e);
   ck_assert (e > 10 * TOL_SOURCE);
   cb_arena_free (arena);

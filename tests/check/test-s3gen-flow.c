@@ -10,6 +10,7 @@
 #include <glib/gstdio.h>
 
 #include "cb-check.h"
+#include "cb-golden-model.h"
 #include "config.h"
 #include "s3gen-flow.h"
 #include "safetensors.h"
@@ -24,16 +25,9 @@ static void
 setup (void)
 {
   GError *err = NULL;
-  char *json = cb_test_golden_path ("model/chatterbox-config.json");
-  char *st = cb_test_golden_path ("model/s3gen.safetensors");
-  cb_config_init_default (&cfg);
-  ck_assert_msg (cb_config_load_json (&cfg, json, &err), "%s", err ? err->message : "");
-  weights = cb_safetensors_open (st, &err);
-  ck_assert_msg (weights != NULL, "%s", err ? err->message : "");
+  weights = cb_test_golden_model (&cfg, "s3gen.safetensors");
   flow = cb_s3gen_flow_new (&cfg, weights, &err);
   ck_assert_msg (flow != NULL, "%s", err ? err->message : "");
-  g_free (json);
-  g_free (st);
 }
 
 static void
@@ -77,20 +71,6 @@ golden_f32 (const CbSafetensors *st, const char *name, guint64 numel)
   float *copy = g_memdup2 (p, numel * sizeof (float));
   g_free (owned);
   return copy;
-}
-
-/* max|ours − ref| / max|ref| */
-static double
-rel_err (const float *ours, const float *ref, gsize n)
-{
-  double diff = 0.0, mag = 0.0;
-  for (gsize i = 0; i < n; i++) {
-    if (!isfinite (ours[i]))
-      return INFINITY;
-    diff = MAX (diff, fabs ((double) ours[i] - ref[i]));
-    mag = MAX (mag, fabs ((double) ref[i]));
-  }
-  return mag > 0.0 ? diff / mag : diff;
 }
 
 static gboolean
@@ -150,14 +130,14 @@ START_TEST (test_golden_case)
   double e_h = -1, e_mu = -1, e_spk = -1;
   float *ref_h = golden_f32 (gold, "flow.encoder_h", (guint64) T2 * C);
   if (ref_h)
-    e_h = rel_err (h, ref_h, (gsize) T2 * C);
+    e_h = cb_rel_max_err (h, ref_h, (gsize) T2 * C);
   float *ref_mu = golden_f32 (gold, "flow.mu", (guint64) T2 * M);
   if (ref_mu) {
     float *mu_tm = g_new (float, (gsize) T2 * M);  /* upstream's (1, T, 80) */
     for (int t = 0; t < T2; t++)
       for (int c = 0; c < M; c++)
         mu_tm[(gsize) t * M + c] = mu[(gsize) c * T2 + t];
-    e_mu = rel_err (mu_tm, ref_mu, (gsize) T2 * M);
+    e_mu = cb_rel_max_err (mu_tm, ref_mu, (gsize) T2 * M);
     g_free (mu_tm);
   }
   float *ref_spk = golden_f32 (gold, "flow.xvec_proj", (guint64) M);
@@ -166,7 +146,7 @@ START_TEST (test_golden_case)
     ck_assert (emb != NULL);
     float *spks = g_new (float, M);
     cb_s3gen_flow_speaker (flow, emb, spks);
-    e_spk = rel_err (spks, ref_spk, (gsize) M);
+    e_spk = cb_rel_max_err (spks, ref_spk, (gsize) M);
     g_free (spks);
     g_free (emb);
   }

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "cb-check.h"
+#include "cb-golden-model.h"
 #include "config.h"
 #include "conds.h"
 #include "chatterbox.h"
@@ -26,16 +27,9 @@ static void
 setup (void)
 {
   GError *err = NULL;
-  char *json = cb_test_golden_path ("model/chatterbox-config.json");
-  char *st = cb_test_golden_path ("model/s3gen.safetensors");
-  cb_config_init_default (&cfg);
-  ck_assert_msg (cb_config_load_json (&cfg, json, &err), "%s", err ? err->message : "");
-  weights = cb_safetensors_open (st, &err);
-  ck_assert_msg (weights != NULL, "%s", err ? err->message : "");
+  weights = cb_test_golden_model (&cfg, "s3gen.safetensors");
   s3 = cb_s3gen_new (&cfg, weights, &err);
   ck_assert_msg (s3 != NULL, "%s", err ? err->message : "");
-  g_free (json);
-  g_free (st);
 }
 
 static void
@@ -99,17 +93,6 @@ voice_from_case (const CbSafetensors *st, CbS3GenVoice *v)
   g_free (c.prompt_tokens);
 }
 
-static double
-rel_max_err (const float *ours, const float *ref, gsize n)
-{
-  double d = 0, m = 0;
-  for (gsize i = 0; i < n; i++) {
-    d = MAX (d, fabs ((double) ours[i] - ref[i]));
-    m = MAX (m, fabs ((double) ref[i]));
-  }
-  return m > 0 ? d / m : d;
-}
-
 START_TEST (test_whole_decode_matches_upstream)
 {
   CbSafetensors *g = open_case ("hift/e2e_tokens_0008.safetensors");
@@ -130,9 +113,9 @@ START_TEST (test_whole_decode_matches_upstream)
   ck_assert_msg (cb_s3gen_decode_whole (s3, &v, tok, n, &noise, 0, NULL, &o, &err), "%s",
                  err ? err->message : "");
   ck_assert_int_eq (o.n_samples, L);
-  const double e_mel = rel_max_err (o.mel, f32 (g, "input.mel", (gsize) 80 * F), (gsize) 80 * F);
-  const double e_f0 = rel_max_err (o.f0, f32 (g, "hift.f0", F), F);
-  const double e_wav = rel_max_err (o.wav, f32 (g, "out.wav", L), L);
+  const double e_mel = cb_rel_max_err (o.mel, f32 (g, "input.mel", (gsize) 80 * F), (gsize) 80 * F);
+  const double e_f0 = cb_rel_max_err (o.f0, f32 (g, "hift.f0", F), F);
+  const double e_wav = cb_rel_max_err (o.wav, f32 (g, "out.wav", L), L);
   g_print ("e2e_tokens_0008: mel %.2e, f0 %.2e, wav %.2e (relative max error)\n", e_mel, e_f0,
            e_wav);
   ck_assert_msg (e_mel <= 1e-4, "mel error %g", e_mel);
@@ -167,7 +150,7 @@ START_TEST (test_stream_windows_match_upstream)
     ck_assert_msg (cb_s3gen_flow_window (s3, arena, &v, tok, n, 0,
                                          f32 (g, "noise.z", (gsize) 80 * T), 0, NULL, mel, NULL,
                                          &err), "%s", err ? err->message : "");
-    const double e = rel_max_err (mel, f32 (g, "out.mel", (gsize) 80 * F), (gsize) 80 * F);
+    const double e = cb_rel_max_err (mel, f32 (g, "out.mel", (gsize) 80 * F), (gsize) 80 * F);
     g_print ("%s: window of %d tokens, mel relative max error %.2e, %" G_GUINT64_FORMAT
              " frame-evaluations\n", cases[c], n, e, cb_s3gen_frame_evals (s3) - before);
     ck_assert_msg (e <= 1e-4, "%s: mel error %g", cases[c], e);

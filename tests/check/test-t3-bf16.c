@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "cb-check.h"
+#include "cb-golden-model.h"
 #include "config.h"
 #include "safetensors.h"
 #include "t3-decode.h"
@@ -28,12 +29,7 @@ static void
 setup (void)
 {
   GError *err = NULL;
-  char *json = cb_test_golden_path ("model/chatterbox-config.json");
-  char *st = cb_test_golden_path ("model/t3_cfg.safetensors");
-  cb_config_init_default (&cfg);
-  ck_assert_msg (cb_config_load_json (&cfg, json, &err), "%s", err ? err->message : "");
-  weights = cb_safetensors_open (st, &err);
-  ck_assert_msg (weights != NULL, "%s", err ? err->message : "");
+  weights = cb_test_golden_model (&cfg, "t3_cfg.safetensors");
   CbT3Options o;
   cb_t3_options_init (&o);
   ck_assert_int_eq (o.precision, CB_T3_PRECISION_FP32);
@@ -42,8 +38,6 @@ setup (void)
   o.precision = CB_T3_PRECISION_BF16;
   t3_bf16 = cb_t3_new (&cfg, weights, &o, &err);
   ck_assert_msg (t3_bf16 != NULL, "%s", err ? err->message : "");
-  g_free (json);
-  g_free (st);
 }
 
 static void

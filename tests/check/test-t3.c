@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "cb-check.h"
+#include "cb-golden-model.h"
 #include "config.h"
 #include "safetensors.h"
 #include "t3-golden.h"
@@ -27,16 +28,9 @@ static void
 setup (void)
 {
   GError *err = NULL;
-  char *json = cb_test_golden_path ("model/chatterbox-config.json");
-  char *st = cb_test_golden_path ("model/t3_cfg.safetensors");
-  cb_config_init_default (&cfg);
-  ck_assert_msg (cb_config_load_json (&cfg, json, &err), "%s", err ? err->message : "");
-  weights = cb_safetensors_open (st, &err);
-  ck_assert_msg (weights != NULL, "%s", err ? err->message : "");
+  weights = cb_test_golden_model (&cfg, "t3_cfg.safetensors");
   t3 = cb_t3_new (&cfg, weights, NULL, &err);
   ck_assert_msg (t3 != NULL, "%s", err ? err->message : "");
-  g_free (json);
-  g_free (st);
 }
 
 static void
