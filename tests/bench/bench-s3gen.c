@@ -24,6 +24,7 @@
 #include <string.h>
 #include <sys/resource.h>
 
+#include "bench-common.h"
 #include "chatterbox.h"
 #include "config.h"
 #include "conds.h"
@@ -31,33 +32,6 @@
 #include "s3gen.h"
 
 #define MAX_REPS 16
-
-static int
-cmp_double (const void *a, const void *b)
-{
-  double x = *(const double *) a, y = *(const double *) b;
-  return x < y ? -1 : x > y;
-}
-
-static double
-median (double *v, int n)
-{
-  qsort (v, n, sizeof *v, cmp_double);
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
-static double
-now_ms (void)
-{
-  return g_get_monotonic_time () / 1000.0;
-}
-
-static void
-die (GError *err)
-{
-  fprintf (stderr, "bench-s3gen: %s\n", err ? err->message : "failed");
-  exit (1);
-}
 
 static double
 sgemm_gflops (void)
@@ -208,6 +182,7 @@ first_audio_ms (const char *dir, int threads, int n)
 int
 main (int argc, char **argv)
 {
+  g_set_prgname ("bench-s3gen");
   if (argc < 2) {
     fprintf (stderr, "usage: %s MODEL_DIR [threads] [tokens] [reps]\n", argv[0]);
     return 64;

@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bench-common.h"
 #include "conds.h"
 #include "config.h"
 #include "parallel.h"
@@ -35,28 +36,6 @@
 static const char TEXT[] =
   "Ezreal and Jinx teamed up with Ahri, Yasuo, and Teemo to take down the enemy's Nexus in an "
   "epic late-game pentakill. Then everyone went home happy.";
-
-static void
-die (GError *err)
-{
-  fprintf (stderr, "bench-t3-bf16: %s\n", err ? err->message : "failed");
-  exit (1);
-}
-
-static int
-cmp_double (const void *a, const void *b)
-{
-  double x = *(const double *) a, y = *(const double *) b;
-  return x < y ? -1 : x > y;
-}
-
-/* Median of v[0..n) (sorts v). */
-static double
-median (double *v, int n)
-{
-  qsort (v, n, sizeof *v, cmp_double);
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
 
 /* The top id of x and its margin over the second. */
 static int
@@ -119,6 +98,7 @@ text_ids (const char *dir, const CbConfig *cfg)
 int
 main (int argc, char **argv)
 {
+  g_set_prgname ("bench-t3-bf16");
   if (argc < 2) {
     fprintf (stderr, "usage: %s MODEL_DIR [threads] [steps]\n", argv[0]);
     return 2;

@@ -18,6 +18,7 @@
 #include <string.h>
 #include <sys/resource.h>
 
+#include "bench-common.h"
 #include "config.h"
 #include "ops.h"
 #include "parallel.h"
@@ -27,33 +28,6 @@
 #define TEXT_LEN    100
 #define UTTERANCES  10
 #define MAX_REPS    32
-
-static int
-cmp_double (const void *a, const void *b)
-{
-  double x = *(const double *) a, y = *(const double *) b;
-  return x < y ? -1 : x > y;
-}
-
-static double
-median (double *v, int n)
-{
-  qsort (v, n, sizeof *v, cmp_double);
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
-static double
-now_ms (void)
-{
-  return g_get_monotonic_time () / 1000.0;
-}
-
-static void
-die (GError *err)
-{
-  fprintf (stderr, "bench-t3: %s\n", err ? err->message : "failed");
-  exit (1);
-}
 
 /* ---- memory bandwidth ---- */
 
@@ -222,6 +196,7 @@ bench_precision (const char *dir, const CbConfig *cfg, CbT3Precision precision, 
 int
 main (int argc, char **argv)
 {
+  g_set_prgname ("bench-t3");
   if (argc < 2) {
     fprintf (stderr, "usage: %s MODEL_DIR [fp32|bf16|both] [threads] [decode_tokens] [reps]\n",
              argv[0]);
