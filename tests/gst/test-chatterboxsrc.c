@@ -24,6 +24,50 @@ harness_for (gboolean with_sink, GstBus *bus, const gchar *first_prop, ...)
   return h;
 }
 
+/* Pulls buffers and events until EOS: samples received (bytes_per_sample 4 for F32LE, 2 for S16LE),
+ * buffers and GAP events counted; every buffer's offset and (non-live) PTS continue the sample
+ * count. pcm: NULL, or receives the F32 samples. */
+static guint64
+pull_until_eos (GstHarness *h, gsize bytes_per_sample, guint *n_buffers, guint *n_gaps, GArray *pcm)
+{
+  guint64 samples = 0;
+  *n_buffers = 0;
+  if (n_gaps)
+    *n_gaps = 0;
+  gboolean eos = FALSE;
+  for (;;) {
+    GstEvent *ev;
+    /* buffers and events wait in separate queues: once EOS is seen, every buffer is queued */
+    while (!eos && (ev = gst_harness_try_pull_event (h))) {
+      eos = GST_EVENT_TYPE (ev) == GST_EVENT_EOS;
+      if (GST_EVENT_TYPE (ev) == GST_EVENT_GAP && n_gaps)
+        (*n_gaps)++;
+      gst_event_unref (ev);
+    }
+    GstBuffer *buf = gst_harness_try_pull (h);
+    if (!buf) {
+      if (eos)
+        return samples;
+      g_usleep (5000);
+      continue;
+    }
+    const gsize n = gst_buffer_get_size (buf) / bytes_per_sample;
+    fail_unless (n > 0 && gst_buffer_get_size (buf) % bytes_per_sample == 0);
+    fail_unless_equals_uint64 (GST_BUFFER_OFFSET (buf), samples);
+    fail_unless_equals_uint64 (GST_BUFFER_PTS (buf),
+                               gst_util_uint64_scale_int (samples, GST_SECOND, 24000));
+    if (pcm) {
+      GstMapInfo map;
+      gst_buffer_map (buf, &map, GST_MAP_READ);
+      g_array_append_vals (pcm, map.data, (guint) n);
+      gst_buffer_unmap (buf, &map);
+    }
+    samples += n;
+    (*n_buffers)++;
+    gst_buffer_unref (buf);
+  }
+}
+
 GST_START_TEST (test_properties)
 {
   GstElement *el = gst_element_factory_make ("chatterboxsrc", NULL);
@@ -102,32 +146,8 @@ GST_START_TEST (test_text_is_spoken)
   gchar *dir = cb_test_make_model_dir ();
   GstHarness *h = harness_for (FALSE, NULL, "model-location", dir, "text", "Hello there.", "threads", 1, NULL);
   gst_harness_play (h);
-  guint64 samples = 0;
-  guint n_buffers = 0;
-  gboolean eos = FALSE;
-  for (;;) {
-    GstEvent *ev;
-    while (!eos && (ev = gst_harness_try_pull_event (h))) {
-      eos = GST_EVENT_TYPE (ev) == GST_EVENT_EOS;
-      gst_event_unref (ev);
-    }
-    GstBuffer *buf = gst_harness_try_pull (h);
-    if (!buf) {
-      if (eos)
-        goto out;
-      g_usleep (10000);
-      continue;
-    }
-    const gsize n = gst_buffer_get_size (buf) / 4;
-    fail_unless (n > 0);
-    fail_unless_equals_uint64 (GST_BUFFER_OFFSET (buf), samples);
-    fail_unless_equals_uint64 (GST_BUFFER_PTS (buf),
-                               gst_util_uint64_scale_int (samples, GST_SECOND, 24000));
-    samples += n;
-    n_buffers++;
-    gst_buffer_unref (buf);
-  }
-out:
+  guint n_buffers;
+  guint64 samples = pull_until_eos (h, 4, &n_buffers, NULL, NULL);
   GST_INFO ("%u buffers, %" G_GUINT64_FORMAT " samples", n_buffers, samples);
   fail_unless (n_buffers >= 1);
   fail_unless (samples % 960 == 0, "%" G_GUINT64_FORMAT " samples is not a whole number of tokens",
@@ -138,38 +158,6 @@ out:
 GST_END_TEST;
 
 
-/* Pulls buffers and events until EOS: samples received (4 or 2 bytes each), buffers. */
-static guint64
-pull_until_eos (GstHarness *h, gsize bytes_per_sample, guint *n_buffers, guint *n_gaps)
-{
-  guint64 samples = 0;
-  *n_buffers = 0;
-  if (n_gaps)
-    *n_gaps = 0;
-  gboolean eos = FALSE;
-  for (;;) {
-    GstEvent *ev;
-    /* buffers and events wait in separate queues: once EOS is seen, every buffer is queued */
-    while (!eos && (ev = gst_harness_try_pull_event (h))) {
-      eos = GST_EVENT_TYPE (ev) == GST_EVENT_EOS;
-      if (GST_EVENT_TYPE (ev) == GST_EVENT_GAP && n_gaps)
-        (*n_gaps)++;
-      gst_event_unref (ev);
-    }
-    GstBuffer *buf = gst_harness_try_pull (h);
-    if (!buf) {
-      if (eos)
-        return samples;
-      g_usleep (5000);
-      continue;
-    }
-    fail_unless (gst_buffer_get_size (buf) % bytes_per_sample == 0);
-    fail_unless_equals_uint64 (GST_BUFFER_OFFSET (buf), samples);
-    samples += gst_buffer_get_size (buf) / bytes_per_sample;
-    (*n_buffers)++;
-    gst_buffer_unref (buf);
-  }
-}
 
 /* Element messages named `name` on the bus, in order (the structures are copies: free them). */
 static GPtrArray *
@@ -202,7 +190,7 @@ GST_START_TEST (test_sink_pad_sentences)
                             GST_FLOW_OK);
   fail_unless (gst_harness_push_event (h, gst_event_new_eos ()));
   guint n_buffers;
-  guint64 samples = pull_until_eos (h, 4, &n_buffers, NULL);
+  guint64 samples = pull_until_eos (h, 4, &n_buffers, NULL, NULL);
   GPtrArray *stats = element_messages (bus, "chatterbox-stats");
   fail_unless_equals_int (stats->len, 3);
   /* "Hello there.", "How are you today?", "Fine" (characters of the text as segmented) */
@@ -259,7 +247,7 @@ GST_START_TEST (test_s16_engine_reuse_recompile)
   guint n_buffers;
   for (int stream = 0; stream < 3; stream++) {
     gst_harness_play (h);
-    fail_unless (pull_until_eos (h, 2, &n_buffers, NULL) > 0);
+    fail_unless (pull_until_eos (h, 2, &n_buffers, NULL, NULL) > 0);
     gst_element_set_state (h->element, GST_STATE_READY);
   }
   GPtrArray *engines = element_messages (bus, "chatterbox-engine");
@@ -282,7 +270,7 @@ GST_START_TEST (test_s16_engine_reuse_recompile)
   fail_unless_equals_int (engines->len, 0);  /* not before the next utterance */
   g_ptr_array_unref (engines);
   gst_harness_play (h);
-  fail_unless (pull_until_eos (h, 2, &n_buffers, NULL) > 0);
+  fail_unless (pull_until_eos (h, 2, &n_buffers, NULL, NULL) > 0);
   engines = element_messages (bus, "chatterbox-engine");
   fail_unless_equals_int (engines->len, 1);
   guint builds;
@@ -349,7 +337,7 @@ GST_START_TEST (test_long_text_property)
                                "max-tokens", 5, NULL);
   gst_harness_play (h);
   guint n_buffers;
-  pull_until_eos (h, 4, &n_buffers, NULL);
+  pull_until_eos (h, 4, &n_buffers, NULL, NULL);
   GPtrArray *stats = element_messages (bus, "chatterbox-stats");
   fail_unless (stats->len >= 4, "%u utterances", stats->len);
   guint c;
@@ -453,7 +441,7 @@ GST_START_TEST (test_sink_pad_utf8)
                                                            : gst_buffer_new ()), GST_FLOW_OK);
   fail_unless (gst_harness_push_event (h, gst_event_new_eos ()));
   guint n_buffers;
-  pull_until_eos (h, 4, &n_buffers, NULL);
+  pull_until_eos (h, 4, &n_buffers, NULL, NULL);
   /* popping a type drops the other messages before it: the warning first, then the stats */
   GstMessage *msg = gst_bus_pop_filtered (bus, GST_MESSAGE_WARNING);
   fail_unless (msg != NULL, "no warning for the invalid byte");
@@ -480,7 +468,7 @@ GST_START_TEST (test_t3_ends_by_eos)
                                "max-tokens", 300, "seed", (gint64) 5, NULL);
   gst_harness_play (h);
   guint n_buffers;
-  guint64 samples = pull_until_eos (h, 4, &n_buffers, NULL);
+  guint64 samples = pull_until_eos (h, 4, &n_buffers, NULL, NULL);
   GPtrArray *stats = element_messages (bus, "chatterbox-stats");
   fail_unless_equals_int (stats->len, 1);
   guint tokens;
@@ -506,7 +494,7 @@ GST_START_TEST (test_two_elements_at_once)
   gst_harness_play (a);
   gst_harness_play (b);
   guint na, nb;
-  guint64 sa = pull_until_eos (a, 4, &na, NULL), sb = pull_until_eos (b, 4, &nb, NULL);
+  guint64 sa = pull_until_eos (a, 4, &na, NULL, NULL), sb = pull_until_eos (b, 4, &nb, NULL, NULL);
   GPtrArray *engines = element_messages (bus, "chatterbox-engine");
   fail_unless_equals_int (engines->len, 2);  /* one built, one shared */
   gboolean built0, built1;
@@ -533,26 +521,8 @@ GST_START_TEST (test_sentence_joins_are_silent)
                                "text", "One sentence here. Another one there.", NULL);
   gst_harness_play (h);
   GArray *pcm = g_array_new (FALSE, FALSE, sizeof (float));
-  gboolean eos = FALSE;
-  for (;;) {
-    GstEvent *ev;
-    while (!eos && (ev = gst_harness_try_pull_event (h))) {
-      eos = GST_EVENT_TYPE (ev) == GST_EVENT_EOS;
-      gst_event_unref (ev);
-    }
-    GstBuffer *buf = gst_harness_try_pull (h);
-    if (!buf) {
-      if (eos)
-        break;
-      g_usleep (5000);
-      continue;
-    }
-    GstMapInfo map;
-    gst_buffer_map (buf, &map, GST_MAP_READ);
-    g_array_append_vals (pcm, map.data, map.size / 4);
-    gst_buffer_unmap (buf, &map);
-    gst_buffer_unref (buf);
-  }
+  guint n_buffers;
+  pull_until_eos (h, 4, &n_buffers, NULL, pcm);
   GPtrArray *stats = element_messages (bus, "chatterbox-stats");
   fail_unless_equals_int (stats->len, 2);
   gdouble secs;
@@ -591,7 +561,7 @@ GST_START_TEST (test_huge_text_buffer)
   fail_unless_equals_int (gst_harness_push (h, gst_buffer_new_memdup (big->str, big->len)), GST_FLOW_OK);
   fail_unless (gst_harness_push_event (h, gst_event_new_eos ()));
   guint n_buffers;
-  pull_until_eos (h, 4, &n_buffers, NULL);
+  pull_until_eos (h, 4, &n_buffers, NULL, NULL);
   GPtrArray *stats = element_messages (bus, "chatterbox-stats");
   fail_unless (stats->len >= 20000 / 300, "%u utterances", stats->len);
   guint64 chars = 0;
