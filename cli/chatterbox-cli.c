@@ -253,7 +253,7 @@ main (int argc, char **argv)
       "Repetition penalty (1.2)", "X" },
     { "alignment-guard", 0, 0, G_OPTION_ARG_NONE, &o.alignment_guard,
       "Run the alignment-stream guard (the model config's t3_guard group)", NULL },
-    { "precision", 0, 0, G_OPTION_ARG_STRING, &o.precision, "T3 weight precision: fp32 or bf16", "fp32|bf16" },
+    { "precision", 0, 0, G_OPTION_ARG_STRING, &o.precision, "Weight precision of T3 and the S3Gen estimator: fp32 or bf16", "fp32|bf16" },
     { "threads", 0, 0, G_OPTION_ARG_INT, &o.threads, "CPU threads (0: all)", "N" },
     { "force-tokens", 0, 0, G_OPTION_ARG_FILENAME, &o.force_tokens,
       "Teacher-force these speech tokens (safetensors, I64/I32 tensor \"tokens\")", "FILE" },

@@ -71,7 +71,8 @@ cb_ops_missing (const CbOps *ops)
   /* The table is name + function pointers only; walk the pointer members by offset and name them
    * from this list, which follows the declaration order in backend.h. */
   static const char *const names[] = {
-    "matmul", "matmul_acc", "matmul_bf16", "rmsnorm", "layernorm", "layernorm_channels", "transpose", "softmax",
+    "matmul", "matmul_acc", "matmul_bf16", "matmul_bf16_acc",
+    "rmsnorm", "layernorm", "layernorm_channels", "transpose", "softmax",
     "rope_apply", "attention_causal", "attention", "conv1d", "conv_transpose1d", "silu", "gelu",
     "gelu_tanh", "mish", "leaky_relu", "elu", "tanh", "sigmoid", "snake", "add", "mul", "scale",
     "silu_mul", "add_bias", "add_bias_channels",

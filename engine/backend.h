@@ -18,6 +18,8 @@ typedef struct CbOps {
                       int T, int C, int OC);
   void (*matmul_bf16) (float *out, const float *inp, const guint16 *weight, const float *bias,
                        int T, int C, int OC);
+  void (*matmul_bf16_acc) (float *out, const float *inp, const guint16 *weight,
+                           const float *bias, int T, int C, int OC);
 
   void (*rmsnorm) (float *out, const float *inp, const float *weight, float eps, int T, int C);
   void (*layernorm) (float *out, const float *inp, const float *weight, const float *bias,

@@ -18,10 +18,11 @@ typedef struct CbEngine CbEngine;
 typedef struct CbUtterance CbUtterance;
 typedef struct CbVoice CbVoice;
 
-/* How T3's large matrices are stored (products and sums are FP32 either way). */
+/* How the large matrices of T3 and of the S3Gen estimator's transformer blocks are stored
+ * (products and sums are FP32 either way). */
 typedef enum {
   CB_PRECISION_FP32 = 0,  /* the checkpoint's FP32, bit-for-bit the golden path (default) */
-  CB_PRECISION_BF16 = 1,  /* converted once at build: half the bytes per step; tokens may differ */
+  CB_PRECISION_BF16 = 1,  /* converted once at build: half the bytes; tokens and mel may differ */
 } CbPrecision;
 
 typedef struct {

@@ -190,6 +190,7 @@ cb_engine_new (const CbEngineParams *p, GError **error)
       || !load_builtin_voice (e, error)
       || !build_t3 (e, p->precision, error)
       || !(e->s3gen = cb_s3gen_new (&e->config, e->s3gen_weights, error))
+      || (p->precision == CB_PRECISION_BF16 && !cb_s3gen_use_bf16 (e->s3gen))
       || !cb_s3gen_voice_init (&e->builtin_s3gen_voice, e->s3gen, e->builtin_voice, error)) {
     cb_engine_free (e);
     return NULL;

@@ -4,7 +4,6 @@
 #include "parallel.h"
 #include "vecmath.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <string.h>
 
@@ -223,13 +222,11 @@ attention_gemm (const AttnArgs *a)
       const float *qb = a->q + (size_t) t0 * q_ld + (size_t) h * D;
       float *ob = a->out + (size_t) t0 * q_ld + (size_t) h * D;
 
-      cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasTrans, rows, keys, D, a->scale, qb, q_ld, kh,
-                   kv_ld, 0.0f, scores, keys);
+      cb_gemm (FALSE, TRUE, rows, keys, D, a->scale, qb, q_ld, kh, kv_ld, 0.0f, scores, keys);
       RowsJob job = { a, scores, keys, t0, h };
       cb_parallel_for (rows, 1 + CB_PARALLEL_GRAIN / keys, finish_rows_body, &job);
       capture_rows (a, h, t0, rows, scores, keys);
-      cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, D, keys, 1.0f, scores, keys,
-                   vh, kv_ld, 0.0f, ob, q_ld);
+      cb_gemm (FALSE, FALSE, rows, D, keys, 1.0f, scores, keys, vh, kv_ld, 0.0f, ob, q_ld);
     }
   }
 }

@@ -7,7 +7,6 @@
 #include "ops.h"
 #include "parallel.h"
 
-#include <cblas.h>
 #include <string.h>
 
 int
@@ -128,8 +127,7 @@ cb_conv1d (float *out, const float *inp, const float *weight, const float *bias,
   const int Cg = C / groups, OCg = OC / groups, rows = Cg * K;
   float beta = prefill_bias (out, bias, OC, Tout);
   if (is_pointwise (K, stride, pad_left, pad_right, groups)) {
-    cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasNoTrans, OC, Tout, C, 1.0f, weight, C, inp, T,
-                 beta, out, Tout);
+    cb_gemm (FALSE, FALSE, OC, Tout, C, 1.0f, weight, C, inp, T, beta, out, Tout);
     return;
   }
 
@@ -142,9 +140,8 @@ cb_conv1d (float *out, const float *inp, const float *weight, const float *bias,
     unfold.inp = inp + (size_t) g * Cg * T;
     unfold.out = col;
     cb_parallel_for (rows, 1 + CB_PARALLEL_GRAIN / Tout, im2col_body, &unfold);
-    cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasNoTrans, OCg, Tout, rows, 1.0f,
-                 weight + (size_t) g * OCg * rows, rows, col, Tout, beta,
-                 out + (size_t) g * OCg * Tout, Tout);
+    cb_gemm (FALSE, FALSE, OCg, Tout, rows, 1.0f, weight + (size_t) g * OCg * rows, rows, col,
+             Tout, beta, out + (size_t) g * OCg * Tout, Tout);
   }
   g_free (owned);
 }
@@ -205,8 +202,7 @@ cb_conv_transpose1d (float *out, const float *inp, const float *weight, const fl
   if (!col)
     col = owned = g_new (float, cb_conv_transpose1d_scratch_floats (T, OC, K));
   /* col[OC·K, T] = weight[C, OC·K]^T · inp[C, T] */
-  cblas_sgemm (CblasRowMajor, CblasTrans, CblasNoTrans, OC * K, T, C, 1.0f, weight, OC * K, inp, T,
-               0.0f, col, T);
+  cb_gemm (TRUE, FALSE, OC * K, T, C, 1.0f, weight, OC * K, inp, T, 0.0f, col, T);
   Col2imJob job = { out, col, bias, T, OC, K, Tout, stride, padding };
   cb_parallel_for (OC, 1 + CB_PARALLEL_GRAIN / ((int64_t) T * K), col2im_body, &job);
   g_free (owned);

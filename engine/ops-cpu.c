@@ -131,6 +131,66 @@ matmul_small_t_body (void *ctx, int64_t begin, int64_t end)
   }
 }
 
+/* How a product is cut: into blocks of rows of C (or columns, when C is wider than tall), each one
+ * single-threaded BLAS call, spread over the pool. OpenBLAS's value for an element depends on how
+ * the call around it is blocked (its M/N tiling picks different edge kernels), so the blocks are
+ * a function of the shape alone, never of the thread count: about 8 of them (balanced for 2–4
+ * threads), of 128–512 rows (measured here: a single-threaded sgemm loses < 10 % at 128 rows
+ * against one call over 1000, from the repacked other operand). */
+#define GEMM_BLOCK_MIN 128
+#define GEMM_BLOCK_MAX 512
+#define GEMM_BLOCKS 8
+/* Products under this many multiply-adds run on the calling thread: waking the pool costs more. */
+#define GEMM_MIN_PARALLEL_MACS (1 << 19)
+
+typedef struct {
+  gboolean     trans_a, trans_b, split_rows;
+  int          M, N, K, lda, ldb, ldc, block;
+  float        alpha, beta;
+  const float *A, *B;
+  float       *C;
+} GemmJob;
+
+static void
+gemm_body (void *ctx, int64_t begin, int64_t end)
+{
+  const GemmJob *j = ctx;
+  const int dim = j->split_rows ? j->M : j->N;
+  for (int64_t u = begin; u < end; u++) {
+    const int i0 = (int) u * j->block, n = MIN (j->block, dim - i0);
+    const float *A = j->A, *B = j->B;
+    float *C = j->C;
+    int M = j->M, N = j->N;
+    if (j->split_rows) {
+      A += j->trans_a ? (size_t) i0 : (size_t) i0 * j->lda;
+      C += (size_t) i0 * j->ldc;
+      M = n;
+    } else {
+      B += j->trans_b ? (size_t) i0 * j->ldb : (size_t) i0;
+      C += i0;
+      N = n;
+    }
+    cblas_sgemm (CblasRowMajor, j->trans_a ? CblasTrans : CblasNoTrans,
+                 j->trans_b ? CblasTrans : CblasNoTrans, M, N, j->K, j->alpha, A, j->lda, B,
+                 j->ldb, j->beta, C, j->ldc);
+  }
+}
+
+void
+cb_gemm (gboolean trans_a, gboolean trans_b, int M, int N, int K, float alpha, const float *A,
+         int lda, const float *B, int ldb, float beta, float *C, int ldc)
+{
+  cb_blas_single_threaded ();
+  if (M <= 0 || N <= 0)
+    return;
+  GemmJob job = { trans_a, trans_b, M >= N, M, N, K, lda, ldb, ldc, 0, alpha, beta, A, B, C };
+  const int dim = job.split_rows ? M : N;
+  job.block = CLAMP ((dim / GEMM_BLOCKS + 15) / 16 * 16, GEMM_BLOCK_MIN, GEMM_BLOCK_MAX);
+  const int64_t units = (dim + job.block - 1) / job.block;
+  const double macs = (double) M * N * MAX (K, 1);
+  cb_parallel_for (units, macs < GEMM_MIN_PARALLEL_MACS ? units : 1, gemm_body, &job);
+}
+
 /* Floats of BF16 weights widened to F32 at once on the GEMM path (16 MiB of scratch): few, large
  * GEMMs, as splitting the weight into narrow blocks costs OpenBLAS a repacked input each time. */
 #define BF16_BLOCK_FLOATS (1 << 22)
@@ -172,8 +232,7 @@ matmul (const MatmulJob *job)
     beta = 1.0f;
   }
   if (!job->bf16) {
-    cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasTrans, T, OC, C, 1.0f, job->inp, C, job->weight,
-                 C, beta, job->out, OC);
+    cb_gemm (FALSE, TRUE, T, OC, C, 1.0f, job->inp, C, job->weight, C, beta, job->out, OC);
     return;
   }
   /* BF16 with many rows (a prefill): widen a block of weight rows, GEMM it into its columns of out */
@@ -183,8 +242,7 @@ matmul (const MatmulJob *job)
     const int rows = MIN (block, OC - o0);
     WidenJob widen = { wide, (const guint16 *) job->weight + (size_t) o0 * C };
     cb_parallel_for ((int64_t) rows * C, CB_PARALLEL_GRAIN, widen_body, &widen);
-    cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasTrans, T, rows, C, 1.0f, job->inp, C, wide, C,
-                 beta, job->out + o0, OC);
+    cb_gemm (FALSE, TRUE, T, rows, C, 1.0f, job->inp, C, wide, C, beta, job->out + o0, OC);
   }
 }
 
@@ -209,6 +267,14 @@ cb_matmul_bf16 (float *out, const float *inp, const guint16 *weight, const float
                 int T, int C, int OC)
 {
   MatmulJob job = { out, inp, bias, weight, T, C, OC, FALSE, TRUE };
+  matmul (&job);
+}
+
+void
+cb_matmul_bf16_acc (float *out, const float *inp, const guint16 *weight, const float *bias,
+                    int T, int C, int OC)
+{
+  MatmulJob job = { out, inp, bias, weight, T, C, OC, TRUE, TRUE };
   matmul (&job);
 }
 
@@ -605,6 +671,7 @@ static const CbOps cpu_ops = {
   .matmul = cb_matmul,
   .matmul_acc = cb_matmul_acc,
   .matmul_bf16 = cb_matmul_bf16,
+  .matmul_bf16_acc = cb_matmul_bf16_acc,
   .rmsnorm = cb_rmsnorm,
   .layernorm = cb_layernorm,
   .layernorm_channels = cb_layernorm_channels,

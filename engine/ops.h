@@ -27,8 +27,9 @@
 G_BEGIN_DECLS
 
 /* ---- threads ----
- * One setting for OpenBLAS and for our own parallel loops; n <= 0 means "all online CPUs". Results
- * do not depend on the thread count (every output element is computed by the same code). */
+ * The size of the one thread pool every op runs on (OpenBLAS is kept single-threaded inside it);
+ * n <= 0 means "all online CPUs". Results do not depend on the thread count (every output element
+ * is computed by the same code, whichever thread runs it). */
 void cb_set_num_threads (int n);
 int  cb_get_num_threads (void);
 
@@ -40,10 +41,20 @@ void cb_matmul (float *out, const float *inp, const float *weight, const float *
 void cb_matmul_acc (float *out, const float *inp, const float *weight, const float *bias,
                     int T, int C, int OC);
 
+/* General product on row-major buffers: C[M, N] = alpha · op(A) · op(B) + beta · C, where op(A) is
+ * A[M, K] (lda) or, with trans_a, A[K, M] transposed; op(B) is B[K, N] (ldb) or, with trans_b,
+ * B[N, K] transposed; ldc is C's row stride. Large products are split over the thread pool by rows
+ * (or columns) of C, each part one single-threaded BLAS call, so an element's value does not
+ * depend on the thread count. Every matrix product of the CPU backend goes through it. */
+void cb_gemm (gboolean trans_a, gboolean trans_b, int M, int N, int K, float alpha,
+              const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc);
+
 /* BF16 weights (the upper 16 bits of an F32; half the bytes to stream per decode step): products
  * and sums in F32, otherwise as cb_matmul. */
 void cb_matmul_bf16 (float *out, const float *inp, const guint16 *weight, const float *bias,
                      int T, int C, int OC);
+void cb_matmul_bf16_acc (float *out, const float *inp, const guint16 *weight, const float *bias,
+                         int T, int C, int OC);
 /* Convert F32 to BF16 with round-to-nearest-even (NaN stays NaN): once, when weights are loaded. */
 void cb_f32_to_bf16 (guint16 *out, const float *inp, size_t N);
 

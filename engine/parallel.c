@@ -14,6 +14,7 @@
 #include "ops.h"
 
 #include <cblas.h>
+
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -168,13 +169,27 @@ ensure_workers (void)
   pool.n_workers = pool.num_threads - 1;
 }
 
+static gpointer
+set_blas_single_threaded (gpointer unused)
+{
+  openblas_set_num_threads (1);
+  return NULL;
+}
+
+void
+cb_blas_single_threaded (void)
+{
+  static GOnce once = G_ONCE_INIT;
+  g_once (&once, set_blas_single_threaded, NULL);
+}
+
 void
 cb_set_num_threads (int n)
 {
+  cb_blas_single_threaded ();
   n = n <= 0 ? default_threads () : MIN (n, CB_MAX_THREADS);
   g_mutex_lock (&pool.dispatch);
   pool.num_threads = n;
-  openblas_set_num_threads (n);
   g_mutex_unlock (&pool.dispatch);
 }
 

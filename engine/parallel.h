@@ -1,6 +1,7 @@
 /* parallel.h — the CPU backend's fork-join loop and the process-wide thread setting.
  *
- * cb_set_num_threads / cb_get_num_threads (declared in ops.h) set both OpenBLAS and this pool.
+ * cb_set_num_threads / cb_get_num_threads (declared in ops.h) size this pool; OpenBLAS runs single-
+ * threaded inside it (cb_gemm splits products over the pool).
  * The pool is a handful of persistent pthreads (GThread) that wait on a condition variable; a
  * parallel loop splits [0, n) into at most num_threads contiguous parts, runs part 0 on the calling
  * thread and waits for the others. */
@@ -32,6 +33,11 @@ void cb_parallel_for (int64_t n, int64_t min_grain, CbParallelFn fn, void *ctx);
  * the same thread. Ops use it for scratch whose size depends on the call (attention scores), so a
  * steady stream of same-sized calls (decode steps) allocates nothing. NULL only if n overflows. */
 float *cb_thread_scratch (size_t n);
+
+/* Keep OpenBLAS on the calling thread (once per process; cheap after). Its own threads spin
+ * (sched_yield) between calls, taking the cores our pool's loops (attention, norms, activations)
+ * need: 10–16 % of an S3Gen estimator evaluation went there. One pool does all the threading. */
+void cb_blas_single_threaded (void);
 
 /* Worker threads the pool has running now (num_threads - 1 once a loop has run; for tests). */
 int  cb_parallel_pool_workers (void);

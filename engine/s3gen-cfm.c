@@ -5,7 +5,6 @@
 #include "ops.h"
 #include "weights-view.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <string.h>
 
@@ -40,14 +39,22 @@ typedef struct {
   const float   *res, *res_bias;  /* res_conv: (C, ci, 1) used as (C, ci), (C) */
 } CfmResnet;
 
+/* nn.Linear: weight (out, in) as the checkpoint's F32 view and, after cb_s3gen_cfm_to_bf16, its BF16
+ * copy, which is then the one used. */
+typedef struct {
+  int            in, out;
+  const float   *w, *bias;  /* bias NULL: none */
+  const guint16 *w16;
+} CfmLinear;
+
 /* BasicTransformerBlock (norm1 → attn1 → residual, norm3 → ff → residual). */
 typedef struct {
-  const float *norm1, *norm1_bias;    /* (C) */
-  const float *to_q, *to_k, *to_v;    /* attn1.to_{q,k,v}.weight (inner, C), no bias */
-  const float *to_out, *to_out_bias;  /* attn1.to_out.0 (C, inner), (C) */
-  const float *norm3, *norm3_bias;    /* (C) */
-  const float *ff_in, *ff_in_bias;    /* ff.net.0.proj (FF, C), (FF); exact GELU after it */
-  const float *ff_out, *ff_out_bias;  /* ff.net.2 (C, FF), (C) */
+  const float *norm1, *norm1_bias;  /* (C) */
+  CfmLinear    to_q, to_k, to_v;    /* attn1.to_{q,k,v} (inner ← C), no bias */
+  CfmLinear    to_out;              /* attn1.to_out.0 (C ← inner) */
+  const float *norm3, *norm3_bias;  /* (C) */
+  CfmLinear    ff_in;               /* ff.net.0.proj (FF ← C); exact GELU after it */
+  CfmLinear    ff_out;              /* ff.net.2 (C ← FF) */
 } CfmTransformer;
 
 /* One U-Net stage: down_blocks.0, mid_blocks.i or up_blocks.0 (the last conv: down/up only). */
@@ -77,6 +84,7 @@ struct _CbS3GenCfm {
   float          *t_span;  /* (n_steps + 1) */
   float           cfg_rate;
   GPtrArray      *owned;
+  gboolean        bf16;         /* the transformer blocks' linears use their BF16 copies */
   guint64         frame_evals;  /* atomic */
 };
 
@@ -112,19 +120,28 @@ load_causal_block (CbWeightLoader *ld, GPtrArray *owned, CfmCausalBlock *b, int 
 }
 
 static void
+load_linear (CbWeightLoader *ld, CfmLinear *l, int out, int in, gboolean bias, const char *block,
+             const char *name)
+{
+  l->in = in;
+  l->out = out;
+  cb_wl_linear (ld, &l->w, &l->bias, out, in, bias, "%s.%s", block, name);
+}
+
+static void
 load_transformer (CbWeightLoader *ld, const CbS3GenCfm *m, CfmTransformer *t, const char *p)
 {
   const int C = m->C;
   t->norm1 = cb_wl_vec (ld, C, "%s.norm1.weight", p);
   t->norm1_bias = cb_wl_vec (ld, C, "%s.norm1.bias", p);
-  t->to_q = cb_wl_mat (ld, m->inner, C, "%s.attn1.to_q.weight", p);
-  t->to_k = cb_wl_mat (ld, m->inner, C, "%s.attn1.to_k.weight", p);
-  t->to_v = cb_wl_mat (ld, m->inner, C, "%s.attn1.to_v.weight", p);
-  cb_wl_linear (ld, &t->to_out, &t->to_out_bias, C, m->inner, TRUE, "%s.attn1.to_out.0", p);
+  load_linear (ld, &t->to_q, m->inner, C, FALSE, p, "attn1.to_q");
+  load_linear (ld, &t->to_k, m->inner, C, FALSE, p, "attn1.to_k");
+  load_linear (ld, &t->to_v, m->inner, C, FALSE, p, "attn1.to_v");
+  load_linear (ld, &t->to_out, C, m->inner, TRUE, p, "attn1.to_out.0");
   t->norm3 = cb_wl_vec (ld, C, "%s.norm3.weight", p);
   t->norm3_bias = cb_wl_vec (ld, C, "%s.norm3.bias", p);
-  cb_wl_linear (ld, &t->ff_in, &t->ff_in_bias, m->FF, C, TRUE, "%s.ff.net.0.proj", p);
-  cb_wl_linear (ld, &t->ff_out, &t->ff_out_bias, C, m->FF, TRUE, "%s.ff.net.2", p);
+  load_linear (ld, &t->ff_in, m->FF, C, TRUE, p, "ff.net.0.proj");
+  load_linear (ld, &t->ff_out, C, m->FF, TRUE, p, "ff.net.2");
 }
 
 /* A stage under `prefix` (e.g. "...down_blocks.0"): resnet `.0`, transformers `.1.j`, and when
@@ -267,6 +284,32 @@ cb_s3gen_cfm_free (CbS3GenCfm *m)
   if (m->owned)
     g_ptr_array_unref (m->owned);
   g_free (m);
+}
+
+gsize
+cb_s3gen_cfm_to_bf16 (CbS3GenCfm *m)
+{
+  if (m->bf16)
+    return 0;
+  gsize bytes = 0;
+  for (int i = 0; i < m->n_stages; i++)
+    for (int j = 0; j < m->n_blocks; j++) {
+      CfmTransformer *t = &m->stages[i].blocks[j];
+      CfmLinear *all[] = { &t->to_q, &t->to_k, &t->to_v, &t->to_out, &t->ff_in, &t->ff_out };
+      for (guint k = 0; k < G_N_ELEMENTS (all); k++) {
+        const gsize n = (gsize) all[k]->out * all[k]->in;
+        all[k]->w16 = cb_bf16_copy (m->owned, all[k]->w, n);
+        bytes += n * sizeof (guint16);
+      }
+    }
+  m->bf16 = TRUE;
+  return bytes;
+}
+
+gboolean
+cb_s3gen_cfm_is_bf16 (const CbS3GenCfm *m)
+{
+  return m->bf16;
 }
 
 int
@@ -434,9 +477,8 @@ causal_conv (const CfmConv *cv, const float *x, int T, float *out)
   for (int t = 0; t < T; t++)
     memcpy (out + (gsize) t * co, cv->bias, sizeof (float) * co);
   for (int k = 0; k < KSIZE; k++)
-    cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasTrans, T, co, ci, 1.0f,
-                 x + (gssize) (k - PAD) * ci, ci, cv->w + (gsize) k * ci, KSIZE * ci, 1.0f, out,
-                 co);
+    cb_gemm (FALSE, TRUE, T, co, ci, 1.0f, x + (gssize) (k - PAD) * ci, ci, cv->w + (gsize) k * ci,
+             KSIZE * ci, 1.0f, out, co);
 }
 
 /* LayerNorm over channels then Mish, in place on (rows, C) time-major data (CausalBlock1D's tail). */
@@ -471,6 +513,17 @@ resnet_forward (const CbS3GenCfm *m, const CfmResnet *r, EstBuffers *b, const fl
                    r->res_bias, T, ci, C);
 }
 
+/* out (rows, l->out) = inp · Wᵀ + bias, or added to out when `accumulate` (the residual stream). */
+static void
+linear_forward (const CfmLinear *l, const float *inp, int rows, float *out, gboolean accumulate)
+{
+  if (l->w16)
+    (accumulate ? cb_matmul_bf16_acc : cb_matmul_bf16) (out, inp, l->w16, l->bias, rows, l->in,
+                                                         l->out);
+  else
+    (accumulate ? cb_matmul_acc : cb_matmul) (out, inp, l->w, l->bias, rows, l->in, l->out);
+}
+
 /* BasicTransformerBlock on the stream h (B·T, C), in place. Attention is full within each row. */
 static void
 transformer_forward (const CbS3GenCfm *m, const CfmTransformer *tb, EstBuffers *b, int B, int T)
@@ -479,21 +532,21 @@ transformer_forward (const CbS3GenCfm *m, const CfmTransformer *tb, EstBuffers *
   float *q = b->work, *k = q + (gsize) N * inner, *v = k + (gsize) N * inner;
 
   cb_layernorm (b->xn, b->h, tb->norm1, tb->norm1_bias, m->eps, N, C);
-  cb_matmul (q, b->xn, tb->to_q, NULL, N, C, inner);
-  cb_matmul (k, b->xn, tb->to_k, NULL, N, C, inner);
-  cb_matmul (v, b->xn, tb->to_v, NULL, N, C, inner);
+  linear_forward (&tb->to_q, b->xn, N, q, FALSE);
+  linear_forward (&tb->to_k, b->xn, N, k, FALSE);
+  linear_forward (&tb->to_v, b->xn, N, v, FALSE);
   const float scale = 1.0f / sqrtf ((float) m->D);
   for (int row = 0; row < B; row++) {
     gsize off = (gsize) row * T * inner;
     cb_attention (b->att + off, q + off, k + off, v + off, T, T, m->H, m->H, m->D, scale, NULL, 0,
                   0, NULL);
   }
-  cb_matmul_acc (b->h, b->att, tb->to_out, tb->to_out_bias, N, inner, C);
+  linear_forward (&tb->to_out, b->att, N, b->h, TRUE);
 
   cb_layernorm (b->xn, b->h, tb->norm3, tb->norm3_bias, m->eps, N, C);
-  cb_matmul (b->work, b->xn, tb->ff_in, tb->ff_in_bias, N, C, m->FF);
+  linear_forward (&tb->ff_in, b->xn, N, b->work, FALSE);
   cb_gelu (b->work, b->work, (size_t) N * m->FF);
-  cb_matmul_acc (b->h, b->work, tb->ff_out, tb->ff_out_bias, N, m->FF, C);
+  linear_forward (&tb->ff_out, b->work, N, b->h, TRUE);
 }
 
 /* resnet + transformer blocks of one stage, from the padded input x to the stream h */

@@ -38,6 +38,14 @@ typedef struct _CbS3GenCfm CbS3GenCfm;
 CbS3GenCfm  *cb_s3gen_cfm_new (const CbConfig *cfg, const CbSafetensors *st, GError **error);
 void         cb_s3gen_cfm_free (CbS3GenCfm *cfm);
 
+/* The BF16 weight option (the engine's CB_PRECISION_BF16): stores BF16 copies (round to nearest
+ * even) of every transformer block's linears — to_q/k/v, to_out, the feed-forward pair: ~95 % of
+ * the estimator's parameters — and uses them from then on; products and sums stay F32, the
+ * convolutions F32. Returns the bytes of the copies (0 when already converted). Call before any
+ * stream uses the model (the model is immutable afterwards). */
+gsize        cb_s3gen_cfm_to_bf16 (CbS3GenCfm *cfm);
+gboolean     cb_s3gen_cfm_is_bf16 (const CbS3GenCfm *cfm);
+
 /* Floats of arena space one cb_s3gen_cfm_estimate of B rows × T frames needs, plus what
  * cb_s3gen_cfm_solve needs on top when B is 2 (size the arena with B = 2 for a solve). Allocation
  * rounding is included. 0 if B or T is out of range or the size overflows. */

@@ -35,6 +35,12 @@ cb_s3gen_new (const CbConfig *cfg, const CbSafetensors *st, GError **error)
   return s;
 }
 
+gsize
+cb_s3gen_use_bf16 (CbS3Gen *s)
+{
+  return cb_s3gen_cfm_to_bf16 (s->cfm);
+}
+
 void
 cb_s3gen_free (CbS3Gen *s)
 {

@@ -28,6 +28,9 @@ typedef struct CbS3Gen CbS3Gen;
 /* `cfg` and `st` must outlive the CbS3Gen (weights are views into `st`). */
 CbS3Gen *cb_s3gen_new (const CbConfig *cfg, const CbSafetensors *st, GError **error);
 void     cb_s3gen_free (CbS3Gen *s);
+/* The BF16 weight option for the CFM estimator (see cb_s3gen_cfm_to_bf16): returns the bytes of
+ * the copies. Call once, before any decode. */
+gsize    cb_s3gen_use_bf16 (CbS3Gen *s);
 const CbConfig *cb_s3gen_config (const CbS3Gen *s);
 /* Output samples per mel frame (480) and mel frames per speech token (2). */
 int      cb_s3gen_samples_per_frame (const CbS3Gen *s);

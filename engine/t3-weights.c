@@ -97,29 +97,12 @@ cb_t3_weights_clear (CbT3Weights *w)
   memset (w, 0, sizeof *w);
 }
 
-typedef struct {
-  guint16     *out;
-  const float *inp;
-} Bf16Job;
-
-static void
-bf16_body (void *ctx, int64_t begin, int64_t end)
-{
-  Bf16Job *j = ctx;
-  cb_f32_to_bf16 (j->out + begin, j->inp + begin, (size_t) (end - begin));
-}
-
-/* A BF16 copy of the (rows, cols) matrix m, owned by w (converted on all threads: the full model
- * has half a billion values to convert at load). */
+/* A BF16 copy of the (rows, cols) matrix m, owned by w. */
 static const guint16 *
 to_bf16 (CbT3Weights *w, const float *m, gsize rows, gsize cols, gsize *bytes)
 {
-  guint16 *copy = g_new (guint16, rows * cols);
-  Bf16Job job = { copy, m };
-  cb_parallel_for ((int64_t) (rows * cols), CB_PARALLEL_GRAIN, bf16_body, &job);
-  g_ptr_array_add (w->owned, copy);
   *bytes += rows * cols * sizeof (guint16);
-  return copy;
+  return cb_bf16_copy (w->owned, m, rows * cols);
 }
 
 gsize

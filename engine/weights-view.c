@@ -2,6 +2,8 @@
 #include "weights-view.h"
 
 #include "cb-common.h"
+#include "ops.h"
+#include "parallel.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -141,4 +143,26 @@ cb_wl_weight_norm (CbWeightLoader *ld, int64_t d0, int64_t d1, int64_t d2, const
   g_free (vname);
   g_free (prefix);
   return w;
+}
+
+typedef struct {
+  guint16     *out;
+  const float *inp;
+} Bf16Job;
+
+static void
+bf16_body (void *ctx, int64_t begin, int64_t end)
+{
+  Bf16Job *j = ctx;
+  cb_f32_to_bf16 (j->out + begin, j->inp + begin, (size_t) (end - begin));
+}
+
+const guint16 *
+cb_bf16_copy (GPtrArray *owned, const float *values, gsize n)
+{
+  guint16 *copy = g_new (guint16, n);
+  Bf16Job job = { copy, values };
+  cb_parallel_for ((int64_t) n, CB_PARALLEL_GRAIN, bf16_body, &job);
+  g_ptr_array_add (owned, copy);
+  return copy;
 }

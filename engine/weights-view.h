@@ -47,4 +47,8 @@ const float *cb_wl_3d (CbWeightLoader *ld, int64_t d0, int64_t d1, int64_t d2, c
 const float *cb_wl_weight_norm (CbWeightLoader *ld, int64_t d0, int64_t d1, int64_t d2,
                                 const char *fmt, ...) G_GNUC_PRINTF (5, 6);
 
+/* A BF16 copy (round to nearest even) of n F32 values, added to `owned` (converted on all threads:
+ * a full model has hundreds of millions of values to convert at load). */
+const guint16 *cb_bf16_copy (GPtrArray *owned, const float *values, gsize n);
+
 G_END_DECLS

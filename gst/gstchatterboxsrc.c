@@ -129,7 +129,7 @@ gst_chatterbox_precision_get_type (void)
   static GType type = 0;
   static const GEnumValue values[] = {
     { GST_CHATTERBOX_PRECISION_FP32, "FP32 weights (the reference path)", "fp32" },
-    { GST_CHATTERBOX_PRECISION_BF16, "BF16 weights for T3 (half the bytes per token; tokens may differ)", "bf16" },
+    { GST_CHATTERBOX_PRECISION_BF16, "BF16 weights for T3 and the S3Gen estimator (half the weight bytes; audio may differ)", "bf16" },
     { 0, NULL, NULL },
   };
   if (g_once_init_enter (&type))

@@ -1,6 +1,6 @@
 /* bench-s3gen — speed and memory of S3Gen + HiFT on the CPU, whole and streamed.
  *
- *   build-x/tests/bench/bench-s3gen MODEL_DIR [threads] [tokens] [reps]
+ *   build-x/tests/bench/bench-s3gen MODEL_DIR [threads] [tokens] [reps] [fp32|bf16]
  *
  * MODEL_DIR holds s3gen.safetensors and conds.pt (and chatterbox-config.json; absent: upstream's
  * sizes); with t3_cfg.safetensors, tokenizer.json and ve.safetensors too (a full model directory)
@@ -17,8 +17,12 @@
  *   first audio  (full model directory) cb_utterance_begin → the first non-empty piece of
  *             cb_utterance_read_audio for a text, T3 included (tokens capped at N);
  *   peak RSS.
+ * With bf16 (the engine's precision option for the CFM estimator), one FP32 whole decode runs
+ * first as the reference, then the estimator switches to its BF16 copies and everything above is
+ * measured with them; the BF16 mel is compared with the FP32 one of the same tokens and seed
+ * (relative max error, log-mel cosine plain and mean-removed) and so is the waveform.
  * Not run by `meson test`. */
-#include <cblas.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,7 +47,7 @@ sgemm_gflops (void)
   double best = 1e30;
   for (int r = 0; r < 5; r++) {
     const double t0 = now_ms ();
-    cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
+    cb_gemm (FALSE, TRUE, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);  /* on the pool, as the ops */
     best = MIN (best, now_ms () - t0);
   }
   g_free (a), g_free (b), g_free (c);
@@ -84,8 +88,10 @@ times_since (CbS3Gen *s, const CbS3GenTimes *t0, Run *r)
   r->hift = (t.hift_us - t0->hift_us) / 1000.0;
 }
 
+/* keep: NULL, or where the decode's output is handed over (else it is freed) */
 static void
-run_whole (CbS3Gen *s, const CbS3GenVoice *v, const int32_t *tok, int n, Run *r)
+run_whole (CbS3Gen *s, const CbS3GenVoice *v, const int32_t *tok, int n, Run *r,
+           CbS3GenOutput *keep)
 {
   GError *err = NULL;
   CbS3GenTimes t0;
@@ -99,7 +105,30 @@ run_whole (CbS3Gen *s, const CbS3GenVoice *v, const int32_t *tok, int n, Run *r)
   r->evals = cb_s3gen_frame_evals (s) - e0;
   r->chunks = 1;
   times_since (s, &t0, r);
-  cb_s3gen_output_clear (&o);
+  if (keep)
+    *keep = o;
+  else
+    cb_s3gen_output_clear (&o);
+}
+
+/* max |a − b| / max |b|, and cos ∠(a, b) with and without the means */
+static void
+compare (const char *what, const float *a, const float *b, gsize n)
+{
+  double ma = 0, mb = 0, peak = 0, diff = 0;
+  for (gsize i = 0; i < n; i++) {
+    ma += a[i], mb += b[i];
+    peak = MAX (peak, fabs (b[i])), diff = MAX (diff, fabs ((double) a[i] - b[i]));
+  }
+  ma /= (double) n, mb /= (double) n;
+  double ab = 0, aa = 0, bb = 0, cab = 0, caa = 0, cbb = 0;
+  for (gsize i = 0; i < n; i++) {
+    ab += (double) a[i] * b[i], aa += (double) a[i] * a[i], bb += (double) b[i] * b[i];
+    cab += (a[i] - ma) * (b[i] - mb), caa += (a[i] - ma) * (a[i] - ma);
+    cbb += (b[i] - mb) * (b[i] - mb);
+  }
+  printf ("bf16 vs fp32 %s: rel max err %.3e, cosine %.6f, mean-removed cosine %.6f\n", what,
+          diff / peak, ab / sqrt (aa * bb), cab / sqrt (caa * cbb));
 }
 
 static void
@@ -138,7 +167,7 @@ run_streamed (CbS3Gen *s, CbS3GenStream *st, const CbS3GenVoice *v, const int32_
 
 /* Engine: begin → first audio piece for a text, T3 included (tokens capped at n). */
 static double
-first_audio_ms (const char *dir, int threads, int n)
+first_audio_ms (const char *dir, int threads, int n, CbPrecision precision)
 {
   char *t3 = g_build_filename (dir, "t3_cfg.safetensors", NULL);
   const gboolean have = g_file_test (t3, G_FILE_TEST_EXISTS);
@@ -150,6 +179,7 @@ first_audio_ms (const char *dir, int threads, int n)
   cb_engine_params_init (&ep);
   ep.model_location = dir;
   ep.threads = threads;
+  ep.precision = precision;
   CbEngine *e = cb_engine_new (&ep, &err);
   if (!e)
     die (err);
@@ -184,13 +214,14 @@ main (int argc, char **argv)
 {
   g_set_prgname ("bench-s3gen");
   if (argc < 2) {
-    fprintf (stderr, "usage: %s MODEL_DIR [threads] [tokens] [reps]\n", argv[0]);
+    fprintf (stderr, "usage: %s MODEL_DIR [threads] [tokens] [reps] [fp32|bf16]\n", argv[0]);
     return 64;
   }
   const char *dir = argv[1];
   const int threads = argc > 2 ? atoi (argv[2]) : 2;
   const int n = argc > 3 ? atoi (argv[3]) : 250;
   const int reps = CLAMP (argc > 4 ? atoi (argv[4]) : 3, 1, MAX_REPS);
+  const gboolean bf16 = argc > 5 && !strcmp (argv[5], "bf16");
   cb_set_num_threads (threads);
   GError *err = NULL;
   CbConfig cfg;
@@ -232,8 +263,19 @@ main (int argc, char **argv)
           "load %.0f ms\n", dir, threads, n, audio_s, v.n_prompt_frames, reps, load);
 
   Run w[MAX_REPS], sr[MAX_REPS];
+  if (bf16) {
+    CbS3GenOutput ref, o;
+    run_whole (s, &v, tok, n, &w[0], &ref);
+    printf ("fp32 reference whole decode: %.0f ms; BF16 copies: %.1f MB\n", w[0].total,
+            cb_s3gen_use_bf16 (s) / 1e6);
+    run_whole (s, &v, tok, n, &w[0], &o);
+    compare ("mel", o.mel, ref.mel, (gsize) o.n_frames * cfg.flow.output_size);
+    compare ("wav", o.wav, ref.wav, o.n_samples);
+    cb_s3gen_output_clear (&ref);
+    cb_s3gen_output_clear (&o);
+  }
   for (int r = 0; r < reps; r++) {
-    run_whole (s, &v, tok, n, &w[r]);
+    run_whole (s, &v, tok, n, &w[r], NULL);
     run_streamed (s, stream, &v, tok, n, &sr[r]);
   }
   double a[MAX_REPS];
@@ -257,16 +299,17 @@ main (int argc, char **argv)
   printf ("CFM: %.0f frame-evaluations/s at T = %d (%.1f MFLOP per frame-evaluation) = %.1f "
           "GFLOP/s; sgemm 1024³ %.1f GFLOP/s: %.0f%%\n", fe_per_s, T,
           estimator_flops_per_frame (&cfg, T) / 1e6, gflops, peak, 100 * gflops / peak);
-  const double fa = first_audio_ms (dir, threads, n);
+  const double fa = first_audio_ms (dir, threads, n, bf16 ? CB_PRECISION_BF16 : CB_PRECISION_FP32);
   if (fa >= 0)
     printf ("engine: time to first audio (T3 + first chunk, %d-token cap) %.0f ms\n", n, fa);
   struct rusage ru;
   getrusage (RUSAGE_SELF, &ru);
   printf ("peak RSS %.0f MB\n", ru.ru_maxrss / 1024.0);
-  printf ("RESULT {\"threads\": %d, \"n_tokens\": %d, \"audio_s\": %.3f, \"whole_ms\": %.1f, "
+  printf ("RESULT {\"precision\": \"%s\", \"threads\": %d, \"n_tokens\": %d, \"audio_s\": %.3f, \"whole_ms\": %.1f, "
           "\"encoder_ms\": %.1f, \"cfm_ms\": %.1f, \"hift_ms\": %.1f, \"streamed_ms\": %.1f, "
           "\"stream_work_ratio\": %.3f, \"first_audio_ms\": %.1f, \"cfm_gflops\": %.1f, "
-          "\"sgemm_gflops\": %.1f, \"peak_rss_mb\": %.0f}\n", threads, n, audio_s, w_total,
+          "\"sgemm_gflops\": %.1f, \"peak_rss_mb\": %.0f}\n", bf16 ? "bf16" : "fp32", threads,
+          n, audio_s, w_total,
           w_enc, w_cfm, w_hift, s_total, (double) sr[0].evals / w[0].evals, fa, gflops, peak,
           ru.ru_maxrss / 1024.0);
   cb_s3gen_stream_free (stream);

@@ -281,6 +281,72 @@ START_TEST (test_solve)
 }
 END_TEST
 
+/* cos ∠(a, b) of two flattened arrays, and of the two with their means removed (the golden mels
+ * sit around −5, which alone makes the plain cosine close to 1) */
+static void
+cosines (const float *a, const float *b, gsize n, double *plain, double *centred)
+{
+  double ma = 0, mb = 0;
+  for (gsize i = 0; i < n; i++)
+    ma += a[i], mb += b[i];
+  ma /= (double) n, mb /= (double) n;
+  double ab = 0, aa = 0, bb = 0, cab = 0, caa = 0, cbb = 0;
+  for (gsize i = 0; i < n; i++) {
+    ab += (double) a[i] * b[i], aa += (double) a[i] * a[i], bb += (double) b[i] * b[i];
+    cab += (a[i] - ma) * (b[i] - mb), caa += (a[i] - ma) * (a[i] - ma);
+    cbb += (b[i] - mb) * (b[i] - mb);
+  }
+  *plain = ab / sqrt (aa * bb);
+  *centred = cab / sqrt (caa * cbb);
+}
+
+/* The BF16 weight option: the same solve with BF16 copies of the transformer linears stays within
+ * a close distance of FP32 (log-mel cosine ≥ 0.999 with and without the mean) and differs from it
+ * (the copies are really used). */
+START_TEST (test_solve_bf16)
+{
+  CbSafetensors *st = open_case ("tokens_0050");
+  const int F = cfg.flow_decoder.out_channels;
+  guint64 numel;
+  float *z = golden (st, "noise.z", &numel);
+  const int T = (int) (numel / F);
+  const gsize n = (gsize) F * T;
+  float *mu, *spks, *cond;
+  case_inputs (st, F, T, &mu, &spks, &cond);
+  GError *err = NULL;
+  CbS3GenCfm *half = cb_s3gen_cfm_new (&cfg, weights, &err);
+  ck_assert_msg (half != NULL, "%s", err ? err->message : "");
+  ck_assert (!cb_s3gen_cfm_is_bf16 (half));
+  const gsize bytes = cb_s3gen_cfm_to_bf16 (half);
+  ck_assert (cb_s3gen_cfm_is_bf16 (half));
+  ck_assert_uint_eq (cb_s3gen_cfm_to_bf16 (half), 0);  /* once */
+  /* six linears per transformer block: q, k, v (inner × C), out (C × inner), ff (FF × C, C × FF) */
+  const CbFlowDecoderConfig *d = &cfg.flow_decoder;
+  const gsize C = d->channels.v[0], inner = (gsize) d->num_heads * d->attention_head_dim;
+  const gsize per_block = 4 * inner * C + 2 * (gsize) d->ff_mult * C * C;
+  ck_assert_uint_eq (bytes, (gsize) (d->num_mid_blocks + 2) * d->n_blocks * per_block * 2);
+
+  float *m32 = g_new (float, n), *m16 = g_new (float, n);
+  CbArena *arena = arena_for (2, T);
+  ck_assert (cb_s3gen_cfm_solve (cfm, arena, z, mu, spks, cond, T, m32, NULL, NULL, NULL, &err));
+  ck_assert (cb_s3gen_cfm_solve (half, arena, z, mu, spks, cond, T, m16, NULL, NULL, NULL, &err));
+  double plain, centred;
+  cosines (m16, m32, n, &plain, &centred);
+  const double e = cb_rel_max_err (m16, m32, n);
+  printf ("cfm solve tokens_0050 BF16 vs FP32: rel max err %.2e, log-mel cosine %.6f (centred "
+          "%.6f), %" G_GSIZE_FORMAT " bytes of BF16 copies\n", e, plain, centred, bytes);
+  fflush (stdout);
+  ck_assert_msg (e > 0.0, "the BF16 copies were not used");
+  ck_assert_msg (plain >= 0.999 && centred >= 0.999, "cosine %.6f, centred %.6f", plain,
+                 centred);
+
+  cb_arena_free (arena);
+  cb_s3gen_cfm_free (half);
+  g_free (m32); g_free (m16); g_free (z); g_free (mu); g_free (spks); g_free (cond);
+  cb_safetensors_free (st);
+}
+END_TEST
+
 typedef struct {
   gint *flag;
   int   at_step;
@@ -399,6 +465,7 @@ cfm_suite (void)
   tcase_add_test (tc, test_t_span);
   tcase_add_loop_test (tc, test_estimate, 0, G_N_ELEMENTS (evals));
   tcase_add_loop_test (tc, test_solve, 0, G_N_ELEMENTS (solve_cases));
+  tcase_add_test (tc, test_solve_bf16);
   tcase_add_test (tc, test_cancel);
   tcase_add_test (tc, test_errors);
   suite_add_tcase (s, tc);
