@@ -11,19 +11,39 @@
  * 1. Noise is keyed by position (s3gen.h): a mel frame's CFM start noise and an output sample's
  *    source noise are the same in every window that contains them and in the whole decode.
  * 2. S3Gen windows are [voice prompt | left context | new tokens]. The encoder and the estimator
- *    attend in both directions and see 3 tokens ahead, so the last frames of a window change when
- *    more tokens arrive: a chunk finalises its frames only up to `holdback` frames (the look-ahead,
- *    2 × 3) plus `xfade` frames before its end; the next chunk recomputes those frames with right
- *    context and the first `xfade` of them are cross-faded (raised cosine) from the old to the new
- *    values. The final chunk finalises everything. The last window covers every token, so when it
- *    starts at token 0 (utterances up to `context_tokens`) the streamed mel equals the whole decode
- *    except near the joins.
- * 3. HiFT is run on windows of final mel with `hift_left` frames of left context and `hift_right`
- *    frames held back on the right, which cover its receptive field (F0 convs, conv_pre, the
- *    resblocks at each rate), so each sample equals the whole decode's on the same mel. The one
- *    global thing in HiFT, the harmonic phase (a cumulative sum of F0 over all samples), is carried
- *    exactly: each window's phase starts from the F0 of all frames before it (the final values kept
- *    from earlier windows), and the left-context frames use those same kept F0 values.
+ *    attend in both directions and see 3 tokens ahead, so every frame of a window still changes
+ *    when more tokens arrive, the last ones most. A frame becomes final only once audio depends on
+ *    it: up to JOIN_FRAMES past the audio emitted so far. The rest of a window is provisional: HiFT
+ *    reads it as right context up to `holdback` frames (the look-ahead, 2 × 3) plus XFADE_FRAMES
+ *    before the window's end, and the next window rewrites all of it, its first XFADE_FRAMES
+ *    cross-faded (raised cosine) from the provisional values. The final chunk finalises everything.
+ *    The last window covers every token, so when it starts at token 0 (utterances that end by the
+ *    second chunk: up to 300 tokens with a 10 s prompt) the streamed mel equals the whole decode's
+ *    from JOIN_FRAMES past the first chunk's audio on. (Finalising every frame up to the
+ *    look-ahead, as before, kept 16 more frames of the first window's mel: log-mel distance ratio
+ *    0.069 instead of 0.058 on the golden case below; JOIN_FRAMES 0, 2, 8 gave 0.063, 0.061, 0.066,
+ *    XFADE_FRAMES 2 a join 1.5× as rough as the whole decode's there, the test's limit.)
+ * 3. HiFT is run on windows of mel with HIFT_LEFT_FRAMES frames of left context and
+ *    HIFT_RIGHT_FRAMES held back on the right, which cover its receptive field (F0 convs, conv_pre,
+ *    the resblocks at each rate), so each sample equals the whole decode's on the same mel and F0.
+ * 4. The one global thing in HiFT is the harmonic phase: a running sum of F0 over every sample
+ *    before. The left-context frames of a HiFT window use the F0 their audio was made with and its
+ *    phase starts from the sum of all F0 before, so the phase is continuous. But continuity alone
+ *    is not enough: measured on the golden 150-token case, the first chunk's mel (25 tokens seen)
+ *    is off the whole decode's by 0.09 (mean |Δ| per bin; another seed: 1.16) and its F0 by ~3 Hz,
+ *    which left the fundamental 0.54 cycles (harmonic k: k times that) behind the whole decode for
+ *    the rest of the utterance although every later mel frame was exact. That phase offset alone
+ *    kept the streamed audio 0.27 away from the whole decode in log-mel everywhere (another seed:
+ *    0.37). So the stream keeps a reference F0 for every frame, from the best window that covered
+ *    it (set_reference_f0), and bends the F0 of the frames it vocodes until its phase has caught up
+ *    with the reference's (track_reference_phase): by at most PHASE_BEND_HZ in voiced frames, all
+ *    at once in unvoiced ones, whose harmonics are silent. When the last window starts at token 0
+ *    its F0 is the whole decode's, so the phase, and with it the audio, becomes the whole
+ *    decode's a few voiced frames after the first join: on the golden case from 0.8 s on (the
+ *    first join is at 0.48 s), and the distance ratio to another seed fell from 0.72 to 0.058
+ *    (bends of 1, 4, 8 Hz: 0.082, 0.073, 0.061 with finalisation as before; 2 Hz is under 3 % of
+ *    a low voice's F0). A window that starts later cannot know how the whole decode's F0 differs
+ *    over frames before it, so on longer utterances each such window leaves its own phase offset.
  *
  * Schedule (work bound). Every S3Gen window re-runs the voice prompt (500 frames for a 10 s
  * reference) and its left context through 10 CFM steps × 2 CFG rows, because bidirectional
@@ -42,11 +62,16 @@
 
 CbHift *cb_s3gen_hift (CbS3Gen *s);
 
-/* Frames of the mel kept back and cross-faded at S3Gen joins (beyond the look-ahead frames). */
+/* Frames of the mel kept back (beyond the look-ahead frames) and cross-faded at S3Gen joins. */
 #define XFADE_FRAMES 4
 /* HiFT context, in mel frames, on either side of the frames a HiFT window makes final. */
 #define HIFT_LEFT_FRAMES 16
 #define HIFT_RIGHT_FRAMES 16
+/* Mel frames past the audio emitted so far that a new S3Gen window leaves as they are, so the
+ * samples just before and after a join come from the same mel around them. */
+#define JOIN_FRAMES 4
+/* Largest F0 change (Hz) a voiced frame takes to bring the harmonic phase onto the reference. */
+#define PHASE_BEND_HZ 2.0f
 
 struct CbS3GenStream {
   CbS3Gen             *s3gen;
@@ -62,19 +87,23 @@ struct CbS3GenStream {
   int                  n_tokens;
   int                  decoded_tokens;  /* tokens covered by the last chunk's window */
   int                  D;               /* Tm − R·Tp': 1 when the prompt mel has one odd frame */
-  float               *mel;             /* (M, max_frames) final mel, channels-first */
+  float               *mel;             /* (M, max_frames) mel, channels-first */
   int                  max_frames;
-  int                  n_mel;           /* final frames */
-  float               *pending;         /* (M, holdback + XFADE_FRAMES) last window's frames past n_mel */
-  int                  n_pending;
+  int                  n_mel;           /* frames final: no later window rewrites them */
+  int                  n_ready;         /* frames HiFT may read: final, then provisional */
+  int                  n_written;       /* frames written (the last window's end) */
   float               *window_mel;      /* (M, window frames) one S3Gen window's output */
-  float               *f0;              /* (max_frames) final F0 of vocoded frames */
+  float               *f0;              /* (max_frames) F0 the source used for vocoded frames */
+  float               *f0_ref;          /* (max_frames + 1) reference F0 (set_reference_f0) */
+  int                 *ref_start;       /* (max_frames + 1) first token of the window it came from */
+  float                voiced;          /* HiFT's voiced threshold (Hz) */
   int                  n_audio;         /* frames vocoded (audio emitted) */
   float               *phases;          /* (NH) */
   double              *cycles0;         /* (NH) harmonic phase before a HiFT window, in cycles */
   float               *fade;            /* (2 · sr / 50) the utterance fade-in */
   int                  n_fade;
-  float               *hwin_mel, *hwin_f0, *source, *noise, *wav;  /* HiFT window buffers */
+  /* HiFT window buffers (hwin_f0 also holds an S3Gen window's F0 in set_reference_f0) */
+  float               *hwin_mel, *hwin_f0, *source, *noise, *wav;
   float               *pcm;             /* one decode's output */
   int                  chunks;
   guint64              evals_at_begin;
@@ -113,9 +142,11 @@ cb_s3gen_stream_new (CbS3Gen *s, int max_tokens, GError **error)
   const gsize L = (gsize) hift_frames * st->spf;
   st->tokens = g_new (int32_t, max_tokens);
   st->mel = g_new (float, (gsize) st->M * st->max_frames);
-  st->pending = g_new (float, (gsize) st->M * (st->holdback + XFADE_FRAMES));
   st->window_mel = g_new (float, (gsize) st->M * (st->max_frames + 1));
   st->f0 = g_new (float, st->max_frames);
+  st->f0_ref = g_new (float, st->max_frames + 1);
+  st->ref_start = g_new (int, st->max_frames + 1);
+  st->voiced = (float) cfg->hift.nsf_voiced_threshold;
   st->phases = g_new (float, st->NH);
   st->cycles0 = g_new (double, st->NH);
   st->n_fade = 2 * (st->sr / 50);
@@ -141,9 +172,10 @@ cb_s3gen_stream_free (CbS3GenStream *st)
     cb_arena_free (st->arena);
   g_free (st->tokens);
   g_free (st->mel);
-  g_free (st->pending);
   g_free (st->window_mel);
   g_free (st->f0);
+  g_free (st->f0_ref);
+  g_free (st->ref_start);
   g_free (st->phases);
   g_free (st->cycles0);
   g_free (st->fade);
@@ -188,7 +220,7 @@ cb_s3gen_stream_begin (CbS3GenStream *st, const CbS3GenVoice *voice,
   st->params = *params;
   st->n_tokens = st->decoded_tokens = 0;
   st->D = voice->n_prompt_frames - st->R * voice->n_prompt_tokens;
-  st->n_mel = st->n_pending = st->n_audio = 0;
+  st->n_mel = st->n_ready = st->n_written = st->n_audio = 0;
   st->chunks = 0;
   st->ended = FALSE;
   st->evals_at_begin = cb_s3gen_frame_evals (st->s3gen);
@@ -256,26 +288,45 @@ cb_s3gen_stream_ended (const CbS3GenStream *st)
 }
 
 /* Frames [from, to) of the utterance mel from the last window (whose frame 0 is utterance frame
- * 2·w0): into `mel`, cross-fading the first XFADE_FRAMES from `pending` when it holds them. */
+ * R·w0): into `mel`, cross-fading the first XFADE_FRAMES from the provisional values there. */
 static void
 take_frames (CbS3GenStream *st, int w0, int wframes, int from, int to, gboolean crossfade)
 {
-  const int M = st->M, pcols = st->holdback + XFADE_FRAMES;
+  const int M = st->M;
   for (int f = from; f < to; f++) {
-    const int j = f - st->R * w0;
+    const int j = f - st->R * w0, k = f - from;
     float w = 0.0f;
-    const int k = f - from;
-    if (crossfade && k < XFADE_FRAMES && k < st->n_pending)
+    if (crossfade && k < XFADE_FRAMES && f < st->n_written)
       w = 0.5f * (1.0f + cosf ((float) G_PI * (k + 1) / (XFADE_FRAMES + 1)));
     for (int m = 0; m < M; m++) {
+      float *x = st->mel + (gsize) m * st->max_frames + f;
       const float fresh = st->window_mel[(gsize) m * wframes + j];
-      const float old = w > 0.0f ? st->pending[(gsize) m * pcols + k] : 0.0f;
-      st->mel[(gsize) m * st->max_frames + f] = w * old + (1.0f - w) * fresh;
+      *x = w > 0.0f ? w * *x + (1.0f - w) * fresh : fresh;
     }
   }
 }
 
-/* One S3Gen window over tokens [w0, e); updates mel / pending. */
+/* The reference F0 for the harmonic phase, from the window just decoded (starting at token w0):
+ * for the frames it writes, and for earlier ones when it saw every token the window their
+ * reference came from saw (windows never start earlier than the one before, so: when both start at
+ * the same token). A window that starts later lacks their left context and is not better there.
+ * A window's first frames are left alone when it starts after token 0: their F0 sees its edge. */
+static void
+set_reference_f0 (CbS3GenStream *st, int w0, int wframes)
+{
+  const int edge = w0 > 0 ? cb_s3gen_config (st->s3gen)->f0_predictor.num_layers : 0;
+  float *f0 = st->hwin_f0;
+  cb_hift_f0 (st->hift, st->arena, st->window_mel, wframes, f0);
+  for (int j = edge; j < wframes; j++) {
+    const int f = st->R * w0 + j;
+    if (f >= st->n_mel || st->ref_start[f] >= w0) {
+      st->f0_ref[f] = f0[j];
+      st->ref_start[f] = w0;
+    }
+  }
+}
+
+/* One S3Gen window over tokens [w0, e): the reference F0, the mel from n_mel on. */
 static gboolean
 decode_window (CbS3GenStream *st, int e, gboolean final, const gint *cancel, GError **error)
 {
@@ -286,21 +337,46 @@ decode_window (CbS3GenStream *st, int e, gboolean final, const gint *cancel, GEr
     return FALSE;
   /* the window's frame j is utterance frame R·w0 + j; it ends at R·e − D */
   const int end = st->R * e - st->D;
-  const int keep = final ? end : MAX (end - st->holdback - XFADE_FRAMES, st->n_mel);
-  take_frames (st, w0, wframes, st->n_mel, keep, st->chunks > 0);
-  const int pcols = st->holdback + XFADE_FRAMES;
-  st->n_pending = MIN (end - keep, pcols);
-  for (int m = 0; m < st->M; m++)
-    for (int k = 0; k < st->n_pending; k++)
-      st->pending[(gsize) m * pcols + k] =
-          st->window_mel[(gsize) m * wframes + (keep + k - st->R * w0)];
-  st->n_mel = keep;
+  set_reference_f0 (st, w0, wframes);
+  take_frames (st, w0, wframes, st->n_mel, end, st->n_audio > 0);
+  st->n_written = end;
+  st->n_ready = final ? end : MAX (end - st->holdback - XFADE_FRAMES, st->n_mel);
   st->decoded_tokens = e;
   st->chunks++;
   return TRUE;
 }
 
-/* Vocodes final mel frames [n_audio, upto) with HiFT on the window [upto_left, right_end). */
+/* Changes the F0 of frames [from, to) (f0w: the HiFT window's, frame ws at index 0) so that the
+ * harmonic phase, Σ F0 over the frames before, catches up with the reference F0's. Only the phase
+ * modulo one cycle of the fundamental matters (harmonic k then is off by whole cycles too). */
+static void
+track_reference_phase (CbS3GenStream *st, float *f0w, int ws, int from, int to)
+{
+  const double cycle = (double) st->sr / st->spf;  /* one cycle, in Hz·frames */
+  double lag = 0.0;  /* reference phase − ours, in Hz·frames */
+  for (int f = 0; f < from; f++)
+    lag += (double) st->f0_ref[f] - st->f0[f];
+  for (int f = from; f < to; f++) {
+    float *x = f0w + (f - ws);
+    lag += (double) st->f0_ref[f] - *x;
+    lag -= cycle * floor (lag / cycle + 0.5);  /* the nearest way round: |lag| ≤ half a cycle */
+    double d = lag;
+    if (*x <= st->voiced) {
+      /* unvoiced: the harmonics are multiplied by 0, so the phase may jump; stay unvoiced */
+      if (*x + d > st->voiced)
+        d -= cycle;
+    } else {
+      d = CLAMP (d, -PHASE_BEND_HZ, PHASE_BEND_HZ);
+      if (*x + d <= st->voiced)
+        d = 0;
+    }
+    *x += (float) d;
+    lag -= d;
+  }
+}
+
+/* Vocodes mel frames [n_audio, upto) with HiFT on the window [n_audio − HIFT_LEFT_FRAMES,
+ * right_end); returns where they start in st->wav. */
 static gsize
 vocode (CbS3GenStream *st, int upto, int right_end)
 {
@@ -312,8 +388,10 @@ vocode (CbS3GenStream *st, int upto, int right_end)
             (gsize) W * sizeof (float));
   cb_hift_f0 (st->hift, st->arena, st->hwin_mel, W, st->hwin_f0);
   /* frames already vocoded keep the F0 they were vocoded with: the harmonic phase is a running
-   * sum over every sample, so it must not change under their samples */
+   * sum over every sample, so it must not change under their samples; the new ones follow the
+   * reference phase */
   memcpy (st->hwin_f0, st->f0 + ws, (gsize) (st->n_audio - ws) * sizeof (float));
+  track_reference_phase (st, st->hwin_f0, ws, st->n_audio, right_end);
   memcpy (st->f0 + st->n_audio, st->hwin_f0 + (st->n_audio - ws),
           (gsize) (upto - st->n_audio) * sizeof (float));
   double before = 0.0;  /* Σ F0 over frames [0, ws) */
@@ -357,17 +435,12 @@ cb_s3gen_stream_decode (CbS3GenStream *st, gboolean final, const gint *cancel, c
   if (e > st->decoded_tokens) {
     if (!decode_window (st, e, final, cancel, error))
       return FALSE;
-  } else if (final && st->n_pending > 0) {
-    /* no new tokens since the last window, which therefore saw the whole utterance: its held-back
-     * frames are already what a final window would make */
-    const int pcols = st->holdback + XFADE_FRAMES;
-    for (int m = 0; m < st->M; m++)
-      memcpy (st->mel + (gsize) m * st->max_frames + st->n_mel, st->pending + (gsize) m * pcols,
-              (gsize) st->n_pending * sizeof (float));
-    st->n_mel += st->n_pending;
-    st->n_pending = 0;
+  } else if (final) {
+    /* no new tokens since the last window, which therefore saw the whole utterance: its
+     * provisional frames are already what a final window would make */
+    st->n_ready = st->n_written;
   }
-  const int upto = final ? st->n_mel : st->n_mel - HIFT_RIGHT_FRAMES;
+  const int upto = final ? st->n_ready : st->n_ready - HIFT_RIGHT_FRAMES;
   if (upto > st->n_audio) {
     if (cancel && g_atomic_int_get (cancel)) {
       g_set_error (error, CB_ERROR, CB_ERROR_CANCELLED, "S3Gen stream: cancelled");
@@ -375,11 +448,15 @@ cb_s3gen_stream_decode (CbS3GenStream *st, gboolean final, const gint *cancel, c
     }
     const gsize n = (gsize) (upto - st->n_audio) * st->spf;
     const gint64 t0 = g_get_monotonic_time ();
-    const gsize first = vocode (st, upto, st->n_mel);
+    const gsize first = vocode (st, upto, st->n_ready);
     cb_s3gen_add_hift_us (st->s3gen, g_get_monotonic_time () - t0);
     memcpy (st->pcm, st->wav + first, n * sizeof (float));
     *n_samples = n;
   }
+  /* the audio up to here depends on the frames around its end: those stay, the next window redoes
+   * the rest */
+  if (st->n_audio > 0)
+    st->n_mel = MAX (st->n_mel, MIN (st->n_audio + JOIN_FRAMES, st->n_ready));
   if (final)
     st->ended = TRUE;
   return TRUE;
