@@ -133,13 +133,18 @@ case_has (const Case *c, const char *name)
   return cb_safetensors_find (c->st, name) != NULL;
 }
 
-/* A buffer freed with the case. */
+/* `p` (from g_malloc), freed with the case. */
+static gpointer
+case_keep (Case *c, gpointer p)
+{
+  g_ptr_array_add (c->owned, p);
+  return p;
+}
+
 static float *
 case_alloc (Case *c, gsize n)
 {
-  float *p = g_new0 (float, MAX (n, 1));
-  g_ptr_array_add (c->owned, p);
-  return p;
+  return case_keep (c, g_new0 (float, MAX (n, 1)));
 }
 
 static void G_GNUC_PRINTF (2, 3)
@@ -166,7 +171,7 @@ case_f32 (Case *c, const char *name, int ndim, const int64_t *shape)
   float *owned = NULL;
   const float *p = cb_safetensors_get_f32 (c->st, name, ndim, shape, &owned, &c->err);
   if (owned)
-    g_ptr_array_add (c->owned, owned);
+    case_keep (c, owned);
   return p;
 }
 
@@ -197,7 +202,7 @@ case_ids (Case *c, const char *name, int ndim, const int64_t *shape, gint64 boun
     case_fail (c, "tensor '%s' is too long", name);
     return NULL;
   }
-  int32_t *ids = (int32_t *) case_alloc (c, t->numel);  /* floats and int32 are both 4 bytes */
+  int32_t *ids = case_keep (c, g_new (int32_t, MAX (t->numel, 1)));
   for (guint64 i = 0; i < t->numel; i++) {
     gint64 v;
     if (t->dtype == CB_DTYPE_I64) {
