@@ -4,6 +4,8 @@
  * reader, every tensor is looked up with its expected dtype and rank, and any problem becomes a
  * FAIL line naming the file and the tensor, never a crash. */
 #include "golden-check.h"
+#include "golden-check-internal.h"
+#include "golden-check-s3gen.h"
 
 #include <stdarg.h>
 #include <string.h>
@@ -17,26 +19,11 @@
 #include "text.h"
 #include "tokenizer.h"
 
-typedef struct {
-  const char     *dir;
-  char           *model_dir;
-  int             threads;
-  FILE           *out;
-  CliGoldenTally *tally;
-  gboolean        have_config;
-  CbConfig        cfg;
-  CbTokenizer    *tok;       /* NULL when it could not be loaded; `tok_error` says why */
-  char           *tok_error;
-  CbSafetensors  *t3_file;   /* built at the first t3 case */
-  CbT3           *t3;        /* NULL when it could not be built; `t3_error` says why */
-  char           *t3_error;
-} Golden;
+typedef void (*CaseCheck) (CliGolden *g, const char *stage, const char *name, const char *path);
 
-typedef void (*CaseCheck) (Golden *g, const char *stage, const char *name, const char *path);
-
-static void check_text_case (Golden *g, const char *stage, const char *name, const char *path);
-static void check_t3_case (Golden *g, const char *stage, const char *name, const char *path);
-static void check_t3_guard_case (Golden *g, const char *stage, const char *name,
+static void check_text_case (CliGolden *g, const char *stage, const char *name, const char *path);
+static void check_t3_case (CliGolden *g, const char *stage, const char *name, const char *path);
+static void check_t3_guard_case (CliGolden *g, const char *stage, const char *name,
                                  const char *path);
 
 /* Stages the harness writes, in pipeline order: the C check, or the issue that will bring it. */
@@ -49,14 +36,15 @@ static const struct {
   { "voice", NULL, "voice cloning: VE, S3 tokenizer, CAMPPlus; no issue filed yet" },
   { "t3", check_t3_case, NULL },
   { "t3_guard", check_t3_guard_case, NULL },
-  { "s3gen", NULL, "issue 5" },
-  { "hift", NULL, "issue 5" },
+  { "s3gen", cli_golden_check_s3gen_case, NULL },
+  { "hift", cli_golden_check_hift_case, NULL },
 };
 
 /* ---- output ---- */
 
-static void G_GNUC_PRINTF (5, 6)
-verdict (Golden *g, const char *stage, const char *name, gboolean pass, const char *fmt, ...)
+void
+cli_golden_verdict (CliGolden *g, const char *stage, const char *name, gboolean pass,
+                    const char *fmt, ...)
 {
   va_list ap;
   va_start (ap, fmt);
@@ -71,8 +59,8 @@ verdict (Golden *g, const char *stage, const char *name, gboolean pass, const ch
     g->tally->failed++;
 }
 
-static void
-not_implemented (Golden *g, const char *stage, const char *name, const char *why)
+void
+cli_golden_not_implemented (CliGolden *g, const char *stage, const char *name, const char *why)
 {
   fprintf (g->out, "%-8s %-24s not implemented yet (%s)\n", stage, name, why);
   g->tally->not_implemented++;
@@ -181,7 +169,7 @@ compare_text (const char *ours, const char *ref, GString *detail, const char *wh
 /* Encodes `normalized` as generate() does (start id, tokens, stop id); `with_start_stop` FALSE
  * gives the bare tokenizer ids. */
 static GArray *
-our_ids (Golden *g, const char *normalized, gboolean with_start_stop, GError **error)
+our_ids (CliGolden *g, const char *normalized, gboolean with_start_stop, GError **error)
 {
   GArray *ids = g_array_new (FALSE, FALSE, sizeof (gint32));
   gint32 start = g->cfg.t3.start_text_token, stop = g->cfg.t3.stop_text_token;
@@ -199,7 +187,7 @@ our_ids (Golden *g, const char *normalized, gboolean with_start_stop, GError **e
 /* Each of our outputs is computed from the golden input of its step (punc_norm from the raw
  * input, the ids from the golden normalised text), so one stage's error does not hide another's. */
 static void
-check_text_case (Golden *g, const char *stage, const char *name, const char *path)
+check_text_case (CliGolden *g, const char *stage, const char *name, const char *path)
 {
   GError *err = NULL;
   char *input = NULL, *ref_norm = NULL, *our_norm = NULL;
@@ -228,9 +216,9 @@ check_text_case (Golden *g, const char *stage, const char *name, const char *pat
   g_string_append (detail, " (tolerance: exact)");
 done:
   if (err)
-    verdict (g, stage, name, FALSE, "%s", err->message);
+    cli_golden_verdict (g, stage, name, FALSE, "%s", err->message);
   else
-    verdict (g, stage, name, pass, "%s", detail->str);
+    cli_golden_verdict (g, stage, name, pass, "%s", detail->str);
   g_clear_error (&err);
   g_string_free (detail, TRUE);
   if (ids)
@@ -250,7 +238,7 @@ done:
 /* ---- stage "t3": the forward pass, teacher-forced with upstream's tokens ---- */
 
 static CbT3 *
-golden_t3 (Golden *g, GError **error)
+golden_t3 (CliGolden *g, GError **error)
 {
   if (!g->t3 && !g->t3_error) {
     char *path = g_build_filename (g->model_dir, "t3_cfg.safetensors", NULL);
@@ -271,7 +259,7 @@ golden_t3 (Golden *g, GError **error)
 /* Post-processing before S3Gen: `input` (upstream's T3 output row) through cb_t3_postprocess
  * against `expected` (what generate() passed to S3Gen); appends to detail. */
 static gboolean
-check_postprocess (Golden *g, const CbSafetensors *st, const char *input, const char *expected,
+check_postprocess (CliGolden *g, const CbSafetensors *st, const char *input, const char *expected,
                    GString *detail, GError **error)
 {
   GArray *in = get_ids (st, input, error), *ref = in ? get_ids (st, expected, error) : NULL;
@@ -293,16 +281,16 @@ check_postprocess (Golden *g, const CbSafetensors *st, const char *input, const 
 }
 
 static void
-check_t3_postproc_case (Golden *g, const char *stage, const char *name, const char *path)
+check_t3_postproc_case (CliGolden *g, const char *stage, const char *name, const char *path)
 {
   GError *err = NULL;
   GString *detail = g_string_new (NULL);
   CbSafetensors *st = cb_safetensors_open (path, &err);
   gboolean pass = st && check_postprocess (g, st, "input.tokens", "out.speech_tokens", detail, &err);
   if (err)
-    verdict (g, stage, name, FALSE, "%s", err->message);
+    cli_golden_verdict (g, stage, name, FALSE, "%s", err->message);
   else
-    verdict (g, stage, name, pass, "%s (tolerance: exact)", detail->str);
+    cli_golden_verdict (g, stage, name, pass, "%s (tolerance: exact)", detail->str);
   g_clear_error (&err);
   g_string_free (detail, TRUE);
   cb_safetensors_free (st);
@@ -314,13 +302,13 @@ check_t3_postproc_case (Golden *g, const char *stage, const char *name, const ch
  * (cb_t3_golden_sample_case); upstream's tokens post-processed as generate() does. Files named
  * postproc_* check post-processing alone. */
 static void
-check_t3_case (Golden *g, const char *stage, const char *name, const char *path)
+check_t3_case (CliGolden *g, const char *stage, const char *name, const char *path)
 {
   if (!cb_t3_golden_is_model_case (path)) {
     if (g_str_has_prefix (name, "postproc_"))
       check_t3_postproc_case (g, stage, name, path);
     else
-      not_implemented (g, stage, name, "issue 4");
+      cli_golden_not_implemented (g, stage, name, "issue 4");
     return;
   }
   const double tol = 1e-5;
@@ -330,7 +318,7 @@ check_t3_case (Golden *g, const char *stage, const char *name, const char *path)
   CbT3 *t3 = golden_t3 (g, &err);
   if (!t3 || !cb_t3_golden_run_case (t3, NULL, path, &r, &err)
       || !cb_t3_golden_sample_case (t3, path, &smp, &err)) {
-    verdict (g, stage, name, FALSE, "%s", err->message);
+    cli_golden_verdict (g, stage, name, FALSE, "%s", err->message);
     g_clear_error (&err);
     return;
   }
@@ -340,20 +328,21 @@ check_t3_case (Golden *g, const char *stage, const char *name, const char *path)
                                               &err);
   cb_safetensors_free (st);
   if (err) {
-    verdict (g, stage, name, FALSE, "%s", err->message);
+    cli_golden_verdict (g, stage, name, FALSE, "%s", err->message);
     g_clear_error (&err);
     g_string_free (post, TRUE);
     return;
   }
   double worst = cb_t3_golden_report_max (&r);
   gboolean tokens_ok = smp.n_equal == smp.n_comparable && smp.ended_as_upstream;
-  verdict (g, stage, name, worst <= tol && tokens_ok && post_ok,
-           "forward (teacher-forced, %d steps) rel max err %.2e (cond %.1e, logits %.1e/%.1e, "
-           "guard attn %.1e; tolerance %.0e); sampling with upstream's draws: %d/%d tokens equal%s%s; %s",
-           r.steps, worst, r.cond_embeds, r.prefill_logits, r.step_logits, r.attn, tol,
-           smp.n_equal, smp.n_comparable,
-           smp.n_comparable < smp.n_tokens ? " (before the first EOS-less redraw)" : "",
-           smp.ended_as_upstream ? "" : ", ended elsewhere", post->str);
+  cli_golden_verdict (g, stage, name, worst <= tol && tokens_ok && post_ok,
+                      "forward (teacher-forced, %d steps) rel max err %.2e (cond %.1e, logits "
+                      "%.1e/%.1e, guard attn %.1e; tolerance %.0e); sampling with upstream's "
+                      "draws: %d/%d tokens equal%s%s; %s",
+                      r.steps, worst, r.cond_embeds, r.prefill_logits, r.step_logits, r.attn, tol,
+                      smp.n_equal, smp.n_comparable,
+                      smp.n_comparable < smp.n_tokens ? " (before the first EOS-less redraw)" : "",
+                      smp.ended_as_upstream ? "" : ", ended elsewhere", post->str);
   g_string_free (post, TRUE);
 }
 
@@ -361,12 +350,12 @@ check_t3_case (Golden *g, const char *stage, const char *name, const char *path)
  * through the rows API and through the capture buffers the forward pass fills, each on a guard
  * with 0.1.7's thresholds and the model config's layer and head counts. */
 static void
-check_t3_guard_case (Golden *g, const char *stage, const char *name, const char *path)
+check_t3_guard_case (CliGolden *g, const char *stage, const char *name, const char *path)
 {
   GError *err = NULL;
   CbGoldenGuardRun run;
   if (!cb_golden_guard_open_synthetic (&run, path, &err)) {
-    verdict (g, stage, name, FALSE, "%s", err->message);
+    cli_golden_verdict (g, stage, name, FALSE, "%s", err->message);
     g_clear_error (&err);
     cb_golden_guard_close (&run);
     return;
@@ -391,17 +380,17 @@ check_t3_guard_case (Golden *g, const char *stage, const char *name, const char 
     cb_t3_guard_free (guard);
   }
   if (!ran)
-    verdict (g, stage, name, FALSE, "%s", err->message);
+    cli_golden_verdict (g, stage, name, FALSE, "%s", err->message);
   else
-    verdict (g, stage, name, cb_golden_guard_report_ok (&rep[0])
-                               && cb_golden_guard_report_ok (&rep[1]),
-             "%d frames, decisions %s (rows) / %s (capture)%s%s, alignment rel max err %.1e "
-             "(tolerance %.0e), EOS forced at frame %d (-1: never)", run.frames,
-             rep[0].first_mismatch < 0 ? "as upstream" : "differ",
-             rep[1].first_mismatch < 0 ? "as upstream" : "differ",
-             rep[0].first_mismatch < 0 ? "" : ": ", rep[0].mismatch,
-             MAX (rep[0].alignment_error, rep[1].alignment_error),
-             CB_GOLDEN_GUARD_ALIGNMENT_TOLERANCE, rep[0].forced_at);
+    cli_golden_verdict (g, stage, name, cb_golden_guard_report_ok (&rep[0])
+                                          && cb_golden_guard_report_ok (&rep[1]),
+                        "%d frames, decisions %s (rows) / %s (capture)%s%s, alignment rel max "
+                        "err %.1e (tolerance %.0e), EOS forced at frame %d (-1: never)", run.frames,
+                        rep[0].first_mismatch < 0 ? "as upstream" : "differ",
+                        rep[1].first_mismatch < 0 ? "as upstream" : "differ",
+                        rep[0].first_mismatch < 0 ? "" : ": ", rep[0].mismatch,
+                        MAX (rep[0].alignment_error, rep[1].alignment_error),
+                        CB_GOLDEN_GUARD_ALIGNMENT_TOLERANCE, rep[0].forced_at);
   g_clear_error (&err);
   cb_golden_guard_close (&run);
 }
@@ -409,11 +398,11 @@ check_t3_guard_case (Golden *g, const char *stage, const char *name, const char 
 /* ---- the model directory ---- */
 
 static void
-check_model (Golden *g)
+check_model (CliGolden *g)
 {
   GError *err = NULL;
   if (!cli_model_config (g->model_dir, &g->cfg, &err)) {
-    verdict (g, "model", "config", FALSE, "%s", err->message);
+    cli_golden_verdict (g, "model", "config", FALSE, "%s", err->message);
     g_clear_error (&err);
     cb_config_init_default (&g->cfg);
   }
@@ -429,10 +418,10 @@ check_model (Golden *g)
   CbEngine *e = cb_engine_new (&p, &err);
   char *counts = e ? cli_model_tensor_counts (g->model_dir, &g->cfg, &err) : NULL;
   if (counts)
-    verdict (g, "model", "files", TRUE, "%s tensors validated; tokenizer.json, conds.pt read",
-             counts);
+    cli_golden_verdict (g, "model", "files", TRUE,
+                        "%s tensors validated; tokenizer.json, conds.pt read", counts);
   else
-    verdict (g, "model", "files", FALSE, "%s", err->message);
+    cli_golden_verdict (g, "model", "files", FALSE, "%s", err->message);
   g_clear_error (&err);
   g_free (counts);
   cb_engine_free (e);
@@ -484,7 +473,7 @@ list_dir (const char *dir, gboolean want_dirs, const char *suffix, GCompareFunc 
 }
 
 static void
-check_stage (Golden *g, const char *stage)
+check_stage (CliGolden *g, const char *stage)
 {
   char *stage_dir = g_build_filename (g->dir, stage, NULL);
   GError *err = NULL;
@@ -494,9 +483,9 @@ check_stage (Golden *g, const char *stage)
   const char *pending = rank < (int) G_N_ELEMENTS (known_stages) ? known_stages[rank].pending
                                                                  : "a stage this engine does not know";
   if (!cases)
-    verdict (g, stage, "-", FALSE, "%s", err->message);
+    cli_golden_verdict (g, stage, "-", FALSE, "%s", err->message);
   else if (cases->len == 0)
-    verdict (g, stage, "-", FALSE, "no golden files (*.safetensors) in %s", stage_dir);
+    cli_golden_verdict (g, stage, "-", FALSE, "no golden files (*.safetensors) in %s", stage_dir);
   for (guint i = 0; cases && i < cases->len; i++) {
     const char *file = g_ptr_array_index (cases, i);
     char *name = g_strndup (file, strlen (file) - strlen (".safetensors"));
@@ -504,7 +493,7 @@ check_stage (Golden *g, const char *stage)
     if (check)
       check (g, stage, name, path);
     else
-      not_implemented (g, stage, name, pending);
+      cli_golden_not_implemented (g, stage, name, pending);
     g_free (path);
     g_free (name);
   }
@@ -521,7 +510,7 @@ cli_check_golden (const char *dir, int threads, FILE *out, CliGoldenTally *tally
   GPtrArray *stages = list_dir (dir, TRUE, NULL, compare_stages, error);
   if (!stages)
     return FALSE;
-  Golden g = { .dir = dir, .threads = threads, .out = out, .tally = tally };
+  CliGolden g = { .dir = dir, .threads = threads, .out = out, .tally = tally };
   g.model_dir = g_build_filename (dir, "model", NULL);
   fprintf (out, "golden directory %s\n", dir);
   check_model (&g);
@@ -542,6 +531,7 @@ cli_check_golden (const char *dir, int threads, FILE *out, CliGoldenTally *tally
   g_ptr_array_unref (stages);
   cb_tokenizer_free (g.tok);
   g_free (g.tok_error);
+  cli_golden_s3gen_clear (&g);
   cb_t3_free (g.t3);
   cb_safetensors_free (g.t3_file);
   g_free (g.t3_error);

@@ -1,6 +1,7 @@
 /* cb-common.c — error quark, dtype table and half-precision widening. */
 #include "cb-common.h"
 
+#include <math.h>
 #include <string.h>
 
 G_DEFINE_QUARK (chatterbox-engine-error-quark, cb_error)
@@ -92,4 +93,17 @@ cb_unichar_is_white_space (gunichar c)
     default:
       return c >= 0x2000 && c <= 0x200a;
   }
+}
+
+double
+cb_rel_max_err (const float *ours, const float *ref, gsize n)
+{
+  double diff = 0.0, mag = 0.0;
+  for (gsize i = 0; i < n; i++) {
+    if (!isfinite (ours[i]) || !isfinite (ref[i]))
+      return INFINITY;
+    diff = MAX (diff, fabs ((double) ours[i] - ref[i]));
+    mag = MAX (mag, fabs ((double) ref[i]));
+  }
+  return mag > 0.0 ? diff / mag : diff;
 }

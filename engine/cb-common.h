@@ -78,4 +78,10 @@ gboolean cb_unichar_is_white_space (gunichar c);
 float cb_f16_to_f32 (uint16_t h);
 float cb_bf16_to_f32 (uint16_t b);
 
+/* How far `ours` is from a golden `ref` (n values): max|ours − ref| / max|ref|, the absolute
+ * difference when ref is all zero. A non-finite value on either side gives INFINITY, so neither a
+ * NaN of ours nor a damaged reference can pass a tolerance. Shared by the Check suites and
+ * `chatterbox-cli --check-golden` so both judge by the same measure. */
+double cb_rel_max_err (const float *ours, const float *ref, gsize n);
+
 G_END_DECLS

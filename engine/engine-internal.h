@@ -5,7 +5,10 @@
 #include "chatterbox.h"
 #include "conds.h"
 #include "config.h"
+#include "hift.h"
 #include "s3gen.h"
+#include "s3gen-cfm.h"
+#include "s3gen-flow.h"
 #include "t3-decode.h"
 
 G_BEGIN_DECLS
@@ -22,5 +25,11 @@ const CbS3GenVoice *cb_engine_s3gen_voice (const CbEngine *e, const CbVoice *v);
 CbT3Decoder    *cb_utterance_decoder (CbUtterance *u);
 /* Conditioning computations this stream's begins needed (0 while the voice cache hits). */
 guint           cb_utterance_cond_misses (const CbUtterance *u);
+
+/* The stages of a CbS3Gen, so that each can be fed upstream's own inputs (golden checks) and the
+ * stream can run HiFT on its own windows. */
+CbS3GenFlow    *cb_s3gen_part_flow (CbS3Gen *s);
+CbS3GenCfm     *cb_s3gen_part_cfm (CbS3Gen *s);
+CbHift         *cb_s3gen_part_hift (CbS3Gen *s);
 
 G_END_DECLS

@@ -55,12 +55,11 @@
  * included). */
 #include "s3gen.h"
 
+#include "engine-internal.h"
 #include "hift.h"
 
 #include <math.h>
 #include <string.h>
-
-CbHift *cb_s3gen_hift (CbS3Gen *s);
 
 /* Frames of the mel kept back (beyond the look-ahead frames) and cross-faded at S3Gen joins. */
 #define XFADE_FRAMES 4
@@ -129,7 +128,7 @@ cb_s3gen_stream_new (CbS3Gen *s, int max_tokens, GError **error)
   }
   CbS3GenStream *st = g_new0 (CbS3GenStream, 1);
   st->s3gen = s;
-  st->hift = cb_s3gen_hift (s);
+  st->hift = cb_s3gen_part_hift (s);
   st->max_tokens = max_tokens;
   st->M = cfg->flow.output_size;
   st->R = cfg->flow.token_mel_ratio;

@@ -3,6 +3,7 @@
  * in s3gen-stream.c. */
 #include "s3gen.h"
 
+#include "engine-internal.h"
 #include "hift.h"
 #include "s3gen-cfm.h"
 #include "s3gen-flow.h"
@@ -106,11 +107,20 @@ cb_s3gen_add_hift_us (CbS3Gen *s, gint64 us)
   add_us (&s->times.hift_us, us);
 }
 
-/* Internal accessors for s3gen-stream.c. */
-CbHift *cb_s3gen_hift (CbS3Gen *s);
+CbS3GenFlow *
+cb_s3gen_part_flow (CbS3Gen *s)
+{
+  return s->flow;
+}
+
+CbS3GenCfm *
+cb_s3gen_part_cfm (CbS3Gen *s)
+{
+  return s->cfm;
+}
 
 CbHift *
-cb_s3gen_hift (CbS3Gen *s)
+cb_s3gen_part_hift (CbS3Gen *s)
 {
   return s->hift;
 }

@@ -5,6 +5,8 @@
 #include <glib.h>
 #include <math.h>
 
+#include "cb-common.h" /* cb_rel_max_err: the golden comparisons' error */
+
 /* main() for a suite: runs it, prints Check's summary line, exits non-zero on any failure and also
  * when the suite ran no checks at all (a suite that silently runs nothing must not pass). */
 #define CB_CHECK_MAIN(suite_fn)                                         \
@@ -49,19 +51,4 @@ cb_test_tmpdir (const char *name)
   char *made = g_mkdtemp (tmpl);
   g_assert (made != NULL);
   return made;
-}
-
-/* The golden comparisons' error: max|ours − ref| / max|ref| (the absolute difference when ref is
- * all zero). A non-finite value in ours gives INFINITY, so a NaN never passes a tolerance. */
-static inline double
-cb_rel_max_err (const float *ours, const float *ref, gsize n)
-{
-  double diff = 0.0, mag = 0.0;
-  for (gsize i = 0; i < n; i++) {
-    if (!isfinite (ours[i]))
-      return INFINITY;
-    diff = MAX (diff, fabs ((double) ours[i] - ref[i]));
-    mag = MAX (mag, fabs ((double) ref[i]));
-  }
-  return mag > 0.0 ? diff / mag : diff;
 }

@@ -2,12 +2,15 @@
  * on a golden directory made here (the test model, text cases from upstream's own outputs in
  * tests/data/text/golden.json, stages without a C implementation) prints one line per stage and
  * case with PASS, FAIL or "not implemented yet" and the right exit status; damaged golden files
- * fail cleanly; the committed tests/data/golden passes; --speech-tokens with --noise reproduces
- * upstream's end-to-end waveform into the dump and a WAV file; --text with --output writes speech;
- * --text on the golden small model prints speech tokens decided by the seed; --force-tokens with
- * upstream's tokens and --dump write the golden case's conditioning, logits and stages (1e-5). */
+ * fail cleanly; the committed tests/data/golden passes, every s3gen and hift case checked, and
+ * damaged copies of those cases fail naming the measure or tensor; --speech-tokens with --noise
+ * reproduces upstream's end-to-end waveform into the dump and a WAV file; --text with --output
+ * writes speech; --text on the golden small model prints speech tokens decided by the seed;
+ * --force-tokens with upstream's tokens and --dump write the golden case's conditioning, logits
+ * and stages (1e-5). */
 #include <math.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <json-glib/json-glib.h>
 
@@ -511,7 +514,133 @@ START_TEST (test_repository_golden)
   assert_line (&r, "t3_guard", "long_tail", "decisions as upstream (rows) / as upstream (capture)",
                "PASS");
   assert_line (&r, "t3_guard", "none", "EOS forced at frame -1", "PASS");
+  /* every flow and vocoder case is checked, none left pending */
+  static const char *const stages[] = { "s3gen", "hift" };
+  for (guint i = 0; i < G_N_ELEMENTS (stages); i++) {
+    char *stage_dir = g_build_filename (dir, stages[i], NULL);
+    GDir *d = g_dir_open (stage_dir, 0, NULL);
+    ck_assert_msg (d != NULL, "%s", stage_dir);
+    guint n = 0;
+    for (const char *f; (f = g_dir_read_name (d)) != NULL;) {
+      if (!g_str_has_suffix (f, ".safetensors"))
+        continue;
+      char *name = g_strndup (f, strlen (f) - strlen (".safetensors"));
+      assert_line (&r, stages[i], name, "rel max err ", "PASS");
+      g_free (name);
+      n++;
+    }
+    ck_assert_uint_ge (n, 4);
+    g_dir_close (d);
+    g_free (stage_dir);
+  }
+  char **lines = g_strsplit (r.out, "\n", -1);
+  for (char **l = lines; *l; l++)
+    ck_assert_msg (!(g_str_has_prefix (*l, "s3gen ") || g_str_has_prefix (*l, "hift "))
+                   || strstr (*l, "not implemented") == NULL, "%s", *l);
+  g_strfreev (lines);
+  /* the detailed cases compare each stage on upstream's inputs, the others the whole path */
+  assert_line (&r, "s3gen", "tokens_0001", "est.0 ", "cfm.x.{0..10} ");
+  assert_line (&r, "s3gen", "tokens_0001", "encoder_h ", "t_span ");
+  assert_line (&r, "s3gen", "stream_0150", "(voice of conds.pt)", "out.mel ");
+  assert_line (&r, "hift", "e2e_tokens_0008", "e2e out.wav ", "trim_fade ");
+  assert_line (&r, "hift", "cache_chunk_1", "cache_source 1920", "conv_post ");
+  ck_assert_msg (strstr (r.out, "not compared") == NULL, "%s", r.out);
   run_clear (&r);
+  g_free (dir);
+}
+END_TEST
+
+/* A copy of the golden case `stage/name` as dir/stage/out_name with tensor `victim` changed as
+ * `how` says: 'c' not at all, 'v' value `index` set to `value`, 'd' dropped, 's' its last two
+ * dimensions swapped. */
+static void
+write_mutant (const char *dir, const char *stage, const char *name, const char *out_name,
+              const char *victim, char how, guint64 index, float value)
+{
+  char *rel = g_strdup_printf ("%s/%s.safetensors", stage, name);
+  char *src = cb_test_golden_path (rel);
+  GError *err = NULL;
+  CbSafetensors *st = cb_safetensors_open (src, &err);
+  ck_assert_msg (st != NULL, "%s", err ? err->message : "");
+  guint n = cb_safetensors_n_tensors (st), k = 0;
+  CbTensorInfo *t = g_new0 (CbTensorInfo, n);
+  float *poked = NULL;
+  gboolean found = FALSE;
+  for (guint i = 0; i < n; i++) {
+    const CbTensorInfo *ti = cb_safetensors_nth (st, i);
+    if (strcmp (ti->name, victim) != 0) {
+      t[k++] = *ti;
+      continue;
+    }
+    found = TRUE;
+    if (how == 'd')
+      continue;
+    t[k] = *ti;
+    if (how == 's') {
+      int64_t last = t[k].shape[t[k].ndim - 1];
+      t[k].shape[t[k].ndim - 1] = t[k].shape[t[k].ndim - 2];
+      t[k].shape[t[k].ndim - 2] = last;
+    } else if (how == 'v') {
+      ck_assert (ti->dtype == CB_DTYPE_F32 && index < ti->numel);
+      poked = g_memdup2 (ti->data, ti->nbytes);
+      poked[index] = value;
+      t[k].data = (const guint8 *) poked;
+    }
+    k++;
+  }
+  ck_assert_msg (found, "%s has no %s", src, victim);
+  char *stage_dir = g_build_filename (dir, stage, NULL);
+  g_mkdir_with_parents (stage_dir, 0755);
+  char *dst = g_strdup_printf ("%s/%s.safetensors", stage_dir, out_name);
+  write_tensors (dst, k, t);
+  g_free (dst);
+  g_free (stage_dir);
+  g_free (poked);
+  g_free (t);
+  cb_safetensors_free (st);
+  g_free (src);
+  g_free (rel);
+}
+
+/* Damaged flow and vocoder cases next to intact ones: a reference mel or waveform value far off is
+ * a FAIL naming the measure; a missing or misshapen tensor a FAIL naming it; exit 1. */
+START_TEST (test_check_golden_s3gen_failures)
+{
+  char *dir = cb_test_tmpdir ("golden-s3gen");
+  char *model = cb_test_golden_path ("model");
+  char *model_link = g_build_filename (dir, "model", NULL);
+  ck_assert_int_eq (symlink (model, model_link), 0);
+  write_mutant (dir, "s3gen", "stream_0010", "intact", "out.mel", 'c', 0, 0.0f);
+  write_mutant (dir, "s3gen", "tokens_0001", "mel_off", "out.mel", 'v', 100, 50.0f);
+  write_mutant (dir, "s3gen", "tokens_0001", "state_off", "cfm.x.4", 'v', 10, 50.0f);
+  write_mutant (dir, "s3gen", "tokens_0001", "no_noise", "noise.z", 'd', 0, 0.0f);
+  write_mutant (dir, "s3gen", "tokens_0050", "mu_swapped", "flow.mu", 's', 0, 0.0f);
+  write_mutant (dir, "hift", "cache_chunk_1", "intact", "out.wav", 'c', 0, 0.0f);
+  write_mutant (dir, "hift", "synthetic_mel_0024", "wav_off", "out.wav", 'v', 5000, 0.9f);
+  write_mutant (dir, "hift", "e2e_tokens_0008", "e2e_wav_off", "out.wav", 'v', 4000, 0.9f);
+  write_mutant (dir, "hift", "e2e_tokens_0008", "no_phase", "rand.sine_phase", 'd', 0, 0.0f);
+  write_mutant (dir, "hift", "cache_chunk_0", "post_swapped", "hift.conv_post", 's', 0, 0.0f);
+
+  Run r = run_cli ("--check-golden", dir, NULL);
+  ck_assert_msg (r.status == 1, "exit %d:\n%s%s", r.status, r.out, r.err);
+  assert_line (&r, "model", "files", "tensors validated", "PASS");
+  assert_line (&r, "s3gen", "intact", "out.mel ", "PASS");
+  assert_line (&r, "s3gen", "mel_off", "out.mel 1.", "EXCEEDS (tol 1e-04)  FAIL");
+  assert_line (&r, "s3gen", "state_off", "cfm.x.{0..10} 1.", "EXCEEDS");
+  assert_line (&r, "s3gen", "no_noise", "'noise.z' is missing", "FAIL");
+  assert_line (&r, "s3gen", "mu_swapped", "'flow.mu' has shape [1, 80, 150], expected [1, 150, 80]",
+               "FAIL");
+  assert_line (&r, "hift", "wav_off", "out.wav ", "EXCEEDS (tol 1e-03)  FAIL");
+  assert_line (&r, "hift", "e2e_wav_off", "e2e out.wav ", "EXCEEDS");
+  assert_line (&r, "hift", "no_phase", "'rand.sine_phase' is missing", "FAIL");
+  assert_line (&r, "hift", "post_swapped", "'hift.conv_post' has shape", "FAIL");
+  assert_line (&r, "hift", "intact", "rel max err ", "PASS");
+  ck_assert_msg (strstr (r.out, "summary: 3 passed, 8 failed, 0 not implemented yet\n"), "%s",
+                 r.out);
+  run_clear (&r);
+  g_unlink (model_link);
+  g_free (model_link);
+  g_free (model);
   g_free (dir);
 }
 END_TEST
@@ -579,6 +708,7 @@ cli_suite (void)
   tcase_add_test (tc, test_usage_and_pending);
   tcase_add_test (tc, test_audio_output);
   tcase_add_test (tc, test_repository_golden);
+  tcase_add_test (tc, test_check_golden_s3gen_failures);
   tcase_add_test (tc, test_text_gives_tokens);
   tcase_add_test (tc, test_force_and_dump_match_golden);
   suite_add_tcase (s, tc);
