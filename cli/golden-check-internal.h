@@ -19,7 +19,6 @@ typedef struct {
   int             threads;
   FILE           *out;
   CliGoldenTally *tally;
-  gboolean        have_config;
   CbConfig        cfg;
   CbTokenizer    *tok;       /* NULL when it could not be loaded; `tok_error` says why */
   char           *tok_error;

@@ -360,21 +360,30 @@ check_t3_guard_case (CliGolden *g, const char *stage, const char *name, const ch
     cb_golden_guard_close (&run);
     return;
   }
-  CbConfig model;
-  if (g->have_config)
-    model = g->cfg;
-  else
-    cb_config_init_default (&model);
+  /* the golden model's config (the default one when it could not be read: a FAIL line says so),
+   * and its guard heads, as the engine builds its guard */
+  const CbConfig *model = &g->cfg;
   CbT3GuardConfig gc = cb_t3_guard_config_default ();
-  gc.eos_id = model.t3.stop_speech_token;
+  const CbIntListList *heads = &model->t3_guard.llama_aligned_heads;
+  gboolean pairs = heads->n > 0 && heads->n <= CB_T3_GUARD_MAX_HEADS;
+  for (int i = 0; pairs && i < heads->n; i++)
+    pairs = heads->v[i].n == 2;
+  if (pairs) {
+    gc.n_heads = heads->n;
+    for (int i = 0; i < heads->n; i++) {
+      gc.layer[i] = heads->v[i].v[0];
+      gc.head[i] = heads->v[i].v[1];
+    }
+  }
+  gc.eos_id = model->t3.stop_speech_token;
   size_t stride = run.rows[0].row_stride;
   if (run.frames > 1)
     stride = MAX (stride, run.rows[1].row_stride);
   CbGoldenGuardReport rep[2];
   gboolean ran = TRUE;
   for (int via_capture = 0; via_capture < 2 && ran; via_capture++) {
-    CbT3Guard *guard = cb_t3_guard_new (&gc, model.llama.num_hidden_layers,
-                                        model.llama.num_attention_heads, run.S,
+    CbT3Guard *guard = cb_t3_guard_new (&gc, model->llama.num_hidden_layers,
+                                        model->llama.num_attention_heads, run.S,
                                         run.rows[0].n_rows, stride, &err);
     ran = guard && cb_golden_guard_run (guard, &run, via_capture, NULL, &rep[via_capture], &err);
     cb_t3_guard_free (guard);
