@@ -10,6 +10,8 @@
  * inverse basis (padding n_fft/2); only the division by the summed squared window is left. */
 #include "hift.h"
 
+#include "cb-common.h"
+
 #include "ops.h"
 #include "parallel.h"
 #include "vecmath.h"
@@ -704,6 +706,33 @@ cb_hift_source (CbHift *hift, CbArena *scratch, const float *f0, int T, const fl
   cb_parallel_for (T, 1 + CB_PARALLEL_GRAIN / ((int64_t) hift->n_harm * hift->spf),
                    source_frames_body, &job);
   cb_arena_reset (scratch, mark);
+}
+
+double
+cb_hift_source_tolerance (CbHift *hift, CbArena *scratch, const float *f0, int T,
+                          const float *phases, const float *noise, const float *cache_source,
+                          int n_cache, double f0_error, double floor)
+{
+  g_return_val_if_fail (hift != NULL && f0 != NULL && T >= 1, floor);
+  const gsize L = (gsize) T * hift->spf;
+  float peak = 0.0f;
+  for (int t = 0; t < T; t++)
+    peak = MAX (peak, fabsf (f0[t]));
+  const float offset = (float) (f0_error * peak);
+  float *shifted = g_new (float, T), *a = g_new (float, L), *b = g_new (float, L);
+  /* the offset goes into voiced frames only, so no frame changes side of the threshold */
+  for (int t = 0; t < T; t++)
+    shifted[t] = f0[t] > hift->voiced_threshold ? f0[t] + offset : f0[t];
+  cb_hift_source (hift, scratch, f0, T, phases, noise, NULL, NULL, a, NULL);
+  cb_hift_source (hift, scratch, shifted, T, phases, noise, NULL, NULL, b, NULL);
+  n_cache = CLAMP (n_cache, 0, (int) L);
+  if (cache_source && n_cache > 0) {
+    memcpy (a, cache_source, sizeof (float) * n_cache);
+    memcpy (b, cache_source, sizeof (float) * n_cache);
+  }
+  const double moved = cb_rel_max_err (b, a, L);
+  g_free (shifted), g_free (a), g_free (b);
+  return floor + moved;
 }
 
 /* ---------------------------------------------------------------------------------------------- */

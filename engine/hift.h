@@ -57,6 +57,18 @@ void     cb_hift_source (CbHift *hift, CbArena *scratch, const float *f0, int T,
                          const float *phases, const float *noise, const double *cycles0,
                          double *cycles_end, float *source, float *sine_waves);
 
+/* How far the source may be from upstream's when it is made from our own F0 rather than
+ * upstream's: SineGen integrates F0 over every sample before, so an F0 that is off by a relative
+ * max error of f0_error (max|Δ| / max|F0|) moves the phase of harmonic k by up to
+ * 2π · k · Σ|ΔF0| / sr, growing along the clip. Returns floor (the source stage's own tolerance)
+ * plus the relative max change of the source from `f0` when every voiced frame is raised by
+ * f0_error · max|F0| (the largest accumulated phase change such an error allows, to first order).
+ * cache_source/n_cache as for cb_hift_inference. For golden comparisons; allocates. */
+double   cb_hift_source_tolerance (CbHift *hift, CbArena *scratch, const float *f0, int T,
+                                   const float *phases, const float *noise,
+                                   const float *cache_source, int n_cache, double f0_error,
+                                   double floor);
+
 /* Optional captures for tests and dumps; each NULL or a buffer of the golden tensor's size:
  * conv_pre [base_channels, T]; stft_real, stft_imag [n_fft/2 + 1, L/hop + 1];
  * conv_post [n_fft + 2, L/hop + 1] (log-magnitude rows, then phase rows, before exp and sin). */

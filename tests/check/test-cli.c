@@ -630,7 +630,8 @@ START_TEST (test_check_golden_s3gen_failures)
   assert_line (&r, "s3gen", "no_noise", "'noise.z' is missing", "FAIL");
   assert_line (&r, "s3gen", "mu_swapped", "'flow.mu' has shape [1, 80, 150], expected [1, 150, 80]",
                "FAIL");
-  assert_line (&r, "hift", "wav_off", "out.wav ", "EXCEEDS (tol 1e-03)  FAIL");
+  assert_line (&r, "hift", "wav_off", "out.wav ", "EXCEEDS");
+  assert_line (&r, "hift", "wav_off", "  FAIL", NULL);
   assert_line (&r, "hift", "e2e_wav_off", "e2e out.wav ", "EXCEEDS");
   assert_line (&r, "hift", "no_phase", "'rand.sine_phase' is missing", "FAIL");
   assert_line (&r, "hift", "post_swapped", "'hift.conv_post' has shape", "FAIL");
