@@ -3,6 +3,7 @@
  * the built-in voice's conditioning primed). Then the per-stream utterance: text front end, T3
  * decoding one token per call. */
 #include "engine-internal.h"
+#include "parallel.h"
 
 #include <string.h>
 
@@ -472,6 +473,10 @@ static gpointer
 worker_main (gpointer data)
 {
   CbUtterance *u = data;
+  /* the reader's vocoding goes first: the listener waits for audio, while tokens T3 makes ahead
+   * wait for the next chunk anyway (first audio = T3's first chunk + one decode, not + the rest of
+   * T3 competing for the cores) */
+  cb_parallel_set_background (TRUE);
   g_mutex_lock (&u->lock);
   for (;;) {
     while (u->worker_state == WORKER_IDLE)

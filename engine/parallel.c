@@ -40,6 +40,51 @@ static struct {
 } pool;
 
 static __thread gboolean in_parallel_body;
+static __thread gboolean background_caller;
+
+/* Loops of foreground callers go first: `waiting` counts foreground callers blocked on the
+ * dispatch lock, and a background caller takes the pool only while it is 0 (checked again once it
+ * holds the lock, and given back when a foreground caller arrived meanwhile). */
+static struct {
+  GMutex lock;
+  GCond  idle;     /* broadcast when waiting drops to 0 */
+  int    waiting;
+} foreground;
+
+static void
+dispatch_lock (void)
+{
+  if (!background_caller) {
+    g_mutex_lock (&foreground.lock);
+    foreground.waiting++;
+    g_mutex_unlock (&foreground.lock);
+    g_mutex_lock (&pool.dispatch);
+    g_mutex_lock (&foreground.lock);
+    if (--foreground.waiting == 0)
+      g_cond_broadcast (&foreground.idle);
+    g_mutex_unlock (&foreground.lock);
+    return;
+  }
+  for (;;) {
+    g_mutex_lock (&foreground.lock);
+    while (foreground.waiting > 0)
+      g_cond_wait (&foreground.idle, &foreground.lock);
+    g_mutex_unlock (&foreground.lock);
+    g_mutex_lock (&pool.dispatch);
+    g_mutex_lock (&foreground.lock);
+    const gboolean clear = foreground.waiting == 0;
+    g_mutex_unlock (&foreground.lock);
+    if (clear)
+      return;
+    g_mutex_unlock (&pool.dispatch);
+  }
+}
+
+void
+cb_parallel_set_background (gboolean background)
+{
+  background_caller = background;
+}
 
 typedef struct {
   size_t n;
@@ -224,7 +269,7 @@ cb_parallel_for (int64_t n, int64_t min_grain, CbParallelFn fn, void *ctx)
     return;
   }
 
-  g_mutex_lock (&pool.dispatch);
+  dispatch_lock ();
   ensure_workers ();
   int n_parts = (int) MIN (max_parts, (int64_t) pool.num_threads);
   if (n_parts < 2) {

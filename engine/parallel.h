@@ -28,6 +28,13 @@ typedef void (*CbParallelFn) (void *ctx, int64_t begin, int64_t end);
  * are serialised. */
 void cb_parallel_for (int64_t n, int64_t min_grain, CbParallelFn fn, void *ctx);
 
+/* Mark the calling thread's loops as background work (TRUE) or not (FALSE, the default). The pool
+ * runs one loop at a time for all threads; a background loop waits while a foreground caller is
+ * waiting for the pool, so when two streams of work share the cores (T3 making tokens on its
+ * worker thread, the reader turning them into audio) the one the listener waits for goes first,
+ * loop by loop, and the other uses the pool whenever it is free. */
+void cb_parallel_set_background (gboolean background);
+
 /* A buffer of at least n floats private to the calling thread, grown (never shrunk) on demand and
  * freed when the thread exits; its contents are undefined and it is valid until the next call on
  * the same thread. Ops use it for scratch whose size depends on the call (attention scores), so a

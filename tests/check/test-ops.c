@@ -224,6 +224,79 @@ START_TEST (test_concurrent_callers)
 }
 END_TEST
 
+/* Foreground loops go before background ones: with the pool held by a blocked loop, a background
+ * caller and then a foreground caller queue for it; when it is free the foreground one runs
+ * first, and the background one still runs after. */
+typedef struct {
+  GMutex   lock;
+  GCond    cond;
+  gboolean inside, release;
+  gint     order;  /* atomic: loops finished so far */
+} Gate;
+
+typedef struct {
+  Gate    *gate;
+  gboolean background, blocks;
+  gint     finished_as;  /* this caller's place in the finishing order */
+} Caller;
+
+static void
+gate_body (void *ctx, int64_t begin, int64_t end)
+{
+  Caller *c = ctx;
+  (void) end;
+  if (!c->blocks || begin != 0)
+    return;
+  g_mutex_lock (&c->gate->lock);
+  c->gate->inside = TRUE;
+  g_cond_broadcast (&c->gate->cond);
+  while (!c->gate->release)
+    g_cond_wait (&c->gate->cond, &c->gate->lock);
+  g_mutex_unlock (&c->gate->lock);
+}
+
+static gpointer
+gate_caller (gpointer data)
+{
+  Caller *c = data;
+  cb_parallel_set_background (c->background);
+  cb_parallel_for (2, 1, gate_body, c);
+  c->finished_as = g_atomic_int_add (&c->gate->order, 1);
+  return NULL;
+}
+
+START_TEST (test_foreground_first)
+{
+  cb_set_num_threads (2);
+  Gate gate = { .inside = FALSE };
+  g_mutex_init (&gate.lock);
+  g_cond_init (&gate.cond);
+  Caller holder = { &gate, FALSE, TRUE, -1 }, bg = { &gate, TRUE, FALSE, -1 };
+  Caller fg = { &gate, FALSE, FALSE, -1 };
+  GThread *th = g_thread_new ("holder", gate_caller, &holder);
+  g_mutex_lock (&gate.lock);
+  while (!gate.inside)
+    g_cond_wait (&gate.cond, &gate.lock);
+  g_mutex_unlock (&gate.lock);
+  GThread *tb = g_thread_new ("background", gate_caller, &bg);
+  g_usleep (100000);  /* the background caller is queued first */
+  GThread *tf = g_thread_new ("foreground", gate_caller, &fg);
+  g_usleep (100000);
+  g_mutex_lock (&gate.lock);
+  gate.release = TRUE;
+  g_cond_broadcast (&gate.cond);
+  g_mutex_unlock (&gate.lock);
+  g_thread_join (th);
+  g_thread_join (tf);
+  g_thread_join (tb);
+  ck_assert_int_eq (holder.finished_as, 0);
+  ck_assert_msg (fg.finished_as < bg.finished_as, "foreground finished %d, background %d",
+                 fg.finished_as, bg.finished_as);
+  g_mutex_clear (&gate.lock);
+  g_cond_clear (&gate.cond);
+}
+END_TEST
+
 START_TEST (test_threads_honoured_and_deterministic)
 {
   cb_set_num_threads (1);
@@ -1067,6 +1140,7 @@ ops_suite (void)
   tcase_add_test (tc, test_pool_after_fork);
   tcase_add_test (tc, test_threads_honoured_and_deterministic);
   tcase_add_test (tc, test_concurrent_callers);
+  tcase_add_test (tc, test_foreground_first);
   tcase_add_test (tc, test_matmul);
   tcase_add_test (tc, test_matmul_bf16);
   tcase_add_test (tc, test_f32_to_bf16);
