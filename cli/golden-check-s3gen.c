@@ -19,17 +19,8 @@
 
 #include "conds.h"
 #include "engine-internal.h"
+#include "s3gen-golden.h"
 
-#define TOL_FLOW   1e-5 /* x-vector projection, encoder output, mu */
-#define TOL_EST    1e-5 /* one estimator evaluation */
-#define TOL_SOLVE  1e-4 /* Euler states and mels: ten steps, each a CFG pair of evaluations */
-#define TOL_F0     1e-4
-#define TOL_SOURCE 1e-4
-#define TOL_STFT   1e-5
-#define TOL_PRE    1e-5
-#define TOL_POST   1e-4
-#define TOL_WAV    1e-3
-#define TOL_FADE   1e-6
 #define EXACT      0.0
 
 struct _CliGoldenS3Gen {
@@ -457,7 +448,7 @@ check_encoder (Case *c, Flow *f)
   if (case_has (c, "flow.xvec_proj")) {
     const float *ref = case_f32 (c, "flow.xvec_proj", 2, (int64_t[]) { 1, M });
     if (ref)
-      compare (c, "xvec_proj", f->v->spks, ref, M, TOL_FLOW);
+      compare (c, "xvec_proj", f->v->spks, ref, M, CB_GOLDEN_TOL_FLOW);
   }
   const gboolean has_h = case_has (c, "flow.encoder_h"), has_mu = case_has (c, "flow.mu");
   const float *ref_h = has_h ? case_f32 (c, "flow.encoder_h", 3, (int64_t[]) { 1, T, C }) : NULL;
@@ -474,13 +465,13 @@ check_encoder (Case *c, Flow *f)
   float *h = case_alloc (c, (gsize) T * C);
   if (cb_s3gen_flow_encode (flow, arena, ids, Tt, f->mu, h, &c->err)) {
     if (ref_h)
-      compare (c, "encoder_h", h, ref_h, (gsize) T * C, TOL_FLOW);
+      compare (c, "encoder_h", h, ref_h, (gsize) T * C, CB_GOLDEN_TOL_FLOW);
     if (ref_mu) {
       float *mu_tm = case_alloc (c, (gsize) T * M);  /* upstream's (1, T, 80) */
       for (int t = 0; t < T; t++)
         for (int m = 0; m < M; m++)
           mu_tm[(gsize) t * M + m] = f->mu[(gsize) m * T + t];
-      compare (c, "mu", mu_tm, ref_mu, (gsize) T * M, TOL_FLOW);
+      compare (c, "mu", mu_tm, ref_mu, (gsize) T * M, CB_GOLDEN_TOL_FLOW);
     }
   } else {
     f->mu = NULL;
@@ -525,7 +516,7 @@ check_estimates (Case *c, Flow *f, int n_steps)
     float *out = case_alloc (c, (gsize) B * F * T);
     cb_s3gen_cfm_estimate (cfm, arena, x, mu, t, spks, cond, B, T, out);
     char *label = g_strdup_printf ("est.%d", k);
-    measure (c, label, cb_rel_max_err (out, ref, (gsize) B * F * T), TOL_EST);
+    measure (c, label, cb_rel_max_err (out, ref, (gsize) B * F * T), CB_GOLDEN_TOL_EST);
     cb_arena_free (arena);
   }
   g_array_unref (ks);
@@ -586,7 +577,7 @@ check_states (Case *c, Flow *f, int n_steps)
                             &c->err)) {
       if (tr.calls != n_steps + 1)
         case_fail (c, "the solver reported %d states, expected %d", tr.calls, n_steps + 1);
-      measure (c, states_label ((const int *) ks->data, (int) ks->len), tr.worst, TOL_SOLVE);
+      measure (c, states_label ((const int *) ks->data, (int) ks->len), tr.worst, CB_GOLDEN_TOL_SOLVE);
     }
     cb_arena_free (arena);
   }
@@ -652,7 +643,7 @@ cli_golden_check_s3gen_case (CliGolden *g, const char *stage, const char *name, 
   if (arena) {
     float *mel = case_alloc (&c, (gsize) M * Fr);
     if (cb_s3gen_flow_window (f.s3, arena, f.v, f.tokens, f.n, 0, f.z, 0, NULL, mel, NULL, &c.err))
-      compare (&c, "out.mel", mel, ref_mel, (gsize) M * Fr, TOL_SOLVE);
+      compare (&c, "out.mel", mel, ref_mel, (gsize) M * Fr, CB_GOLDEN_TOL_SOLVE);
     cb_arena_free (arena);
   }
 done:
@@ -699,9 +690,9 @@ check_whole_decode (Case *c, CbS3Gen *s3, const HiftSizes *sz, const float *phas
     const float *f0 = case_f32 (c, "hift.f0", 2, (int64_t[]) { 1, sz->T });
     const float *wav = case_f32 (c, "out.wav", 2, (int64_t[]) { 1, sz->L });
     if (!c->err && o.n_frames == sz->T && o.n_samples == (gsize) sz->L) {
-      compare (c, "e2e mel", o.mel, mel, (gsize) M * sz->T, TOL_SOLVE);
-      compare (c, "e2e f0", o.f0, f0, sz->T, TOL_F0);
-      compare (c, "e2e out.wav", o.wav, wav, sz->L, TOL_WAV);
+      compare (c, "e2e mel", o.mel, mel, (gsize) M * sz->T, CB_GOLDEN_TOL_SOLVE);
+      compare (c, "e2e f0", o.f0, f0, sz->T, CB_GOLDEN_TOL_F0);
+      compare (c, "e2e out.wav", o.wav, wav, sz->L, CB_GOLDEN_TOL_WAV);
     }
   }
   cb_s3gen_output_clear (&o);
@@ -768,22 +759,22 @@ cli_golden_check_hift_case (CliGolden *g, const char *stage, const char *name, c
   float *f0 = case_alloc (&c, T), *source = case_alloc (&c, L), *wav = case_alloc (&c, L);
   float *sine = ref_sine ? case_alloc (&c, (gsize) H * L) : NULL;
   cb_hift_f0 (hift, arena, mel, T, f0);
-  compare (&c, "hift.f0", f0, ref_f0, T, TOL_F0);
+  compare (&c, "hift.f0", f0, ref_f0, T, CB_GOLDEN_TOL_F0);
   cb_hift_source (hift, arena, ref_f0, T, phases, noise, NULL, NULL, source, sine);
   if (sine)
-    compare (&c, "hift.sine_waves", sine, ref_sine, (gsize) H * L, TOL_SOURCE);
+    compare (&c, "hift.sine_waves", sine, ref_sine, (gsize) H * L, CB_GOLDEN_TOL_SOURCE);
   if (n_cache)
     memcpy (source, cache, sizeof (float) * n_cache);
-  compare (&c, "hift.source", source, ref_source, L, TOL_SOURCE);
+  compare (&c, "hift.source", source, ref_source, L, CB_GOLDEN_TOL_SOURCE);
   CbHiftTrace trace = { case_alloc (&c, (gsize) sz.C0 * T), case_alloc (&c, (gsize) sz.nb * sz.nfr),
                         case_alloc (&c, (gsize) sz.nb * sz.nfr),
                         case_alloc (&c, (gsize) sz.nspec * sz.nfr) };
   cb_hift_decode (hift, arena, mel, T, ref_source, wav, &trace);
-  compare (&c, "stft_real", trace.stft_real, ref_re, (gsize) sz.nb * sz.nfr, TOL_STFT);
-  compare (&c, "stft_imag", trace.stft_imag, ref_im, (gsize) sz.nb * sz.nfr, TOL_STFT);
-  compare (&c, "conv_pre", trace.conv_pre, ref_pre, (gsize) sz.C0 * T, TOL_PRE);
-  compare (&c, "conv_post", trace.conv_post, ref_post, (gsize) sz.nspec * sz.nfr, TOL_POST);
-  compare (&c, faded ? "wav_before_fade" : "out.wav", wav, ref_hift_wav, L, TOL_WAV);
+  compare (&c, "stft_real", trace.stft_real, ref_re, (gsize) sz.nb * sz.nfr, CB_GOLDEN_TOL_STFT);
+  compare (&c, "stft_imag", trace.stft_imag, ref_im, (gsize) sz.nb * sz.nfr, CB_GOLDEN_TOL_STFT);
+  compare (&c, "conv_pre", trace.conv_pre, ref_pre, (gsize) sz.C0 * T, CB_GOLDEN_TOL_PRE);
+  compare (&c, "conv_post", trace.conv_post, ref_post, (gsize) sz.nspec * sz.nfr, CB_GOLDEN_TOL_POST);
+  compare (&c, faded ? "wav_before_fade" : "out.wav", wav, ref_hift_wav, L, CB_GOLDEN_TOL_WAV);
 
   /* the chain from the mel alone, as synthesis runs it */
   cb_hift_inference (hift, arena, mel, T, phases, noise, cache, n_cache, wav, source, f0);
@@ -791,10 +782,10 @@ cli_golden_check_hift_case (CliGolden *g, const char *stage, const char *name, c
    * the clip: the chained source is held to what an F0 error of the measured size can explain */
   const double tol_chained = cb_hift_source_tolerance (hift, arena, ref_f0, T, phases, noise, cache,
                                                        n_cache, cb_rel_max_err (f0, ref_f0, T),
-                                                       TOL_SOURCE);
+                                                       CB_GOLDEN_TOL_SOURCE);
   compare (&c, "chained source", source, ref_source, L, tol_chained);
   compare (&c, faded ? "chained wav_before_fade" : "chained out.wav", wav, ref_hift_wav, L,
-           TOL_WAV);
+           CB_GOLDEN_TOL_WAV);
   if (faded) {
     const int n_fade = 2 * cfg->hift.sampling_rate / 50;
     if (case_has (&c, "s3gen.trim_fade")) {
@@ -804,10 +795,10 @@ cli_golden_check_hift_case (CliGolden *g, const char *stage, const char *name, c
         curve[i] = 1.0f;
       cb_hift_trim_fade (curve, n_fade, cfg->hift.sampling_rate);
       if (ref_curve)
-        compare (&c, "trim_fade", curve, ref_curve, n_fade, TOL_FADE);
+        compare (&c, "trim_fade", curve, ref_curve, n_fade, CB_GOLDEN_TOL_FADE);
     }
     cb_hift_trim_fade (wav, L, cfg->hift.sampling_rate);
-    compare (&c, "chained out.wav", wav, ref_wav, L, TOL_WAV);
+    compare (&c, "chained out.wav", wav, ref_wav, L, CB_GOLDEN_TOL_WAV);
   }
   if (case_has (&c, "input.tokens") && !c.err)
     check_whole_decode (&c, s3, &sz, phases, noise);

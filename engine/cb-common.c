@@ -107,3 +107,20 @@ cb_rel_max_err (const float *ours, const float *ref, gsize n)
   }
   return mag > 0.0 ? diff / mag : diff;
 }
+
+double
+cb_cosine (const float *a, const float *b, gsize n, gboolean centred)
+{
+  double ma = 0.0, mb = 0.0;
+  if (centred && n > 0) {
+    for (gsize i = 0; i < n; i++)
+      ma += a[i], mb += b[i];
+    ma /= (double) n, mb /= (double) n;
+  }
+  double ab = 0.0, aa = 0.0, bb = 0.0;
+  for (gsize i = 0; i < n; i++) {
+    const double x = a[i] - ma, y = b[i] - mb;
+    ab += x * y, aa += x * x, bb += y * y;
+  }
+  return aa > 0.0 && bb > 0.0 ? ab / sqrt (aa * bb) : 0.0;
+}

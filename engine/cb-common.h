@@ -84,4 +84,8 @@ float cb_bf16_to_f32 (uint16_t b);
  * `chatterbox-cli --check-golden` so both judge by the same measure. */
 double cb_rel_max_err (const float *ours, const float *ref, gsize n);
 
+/* cos ∠(a, b) of two arrays of n values; with `centred`, of the two with their means removed (a
+ * log-mel around −5 has a plain cosine near 1 whatever its shape). Accumulated in double. */
+double cb_cosine (const float *a, const float *b, gsize n, gboolean centred);
+
 G_END_DECLS

@@ -111,24 +111,12 @@ run_whole (CbS3Gen *s, const CbS3GenVoice *v, const int32_t *tok, int n, Run *r,
     cb_s3gen_output_clear (&o);
 }
 
-/* max |a − b| / max |b|, and cos ∠(a, b) with and without the means */
+/* relative max error, and cosine plain and with the means removed */
 static void
 compare (const char *what, const float *a, const float *b, gsize n)
 {
-  double ma = 0, mb = 0, peak = 0, diff = 0;
-  for (gsize i = 0; i < n; i++) {
-    ma += a[i], mb += b[i];
-    peak = MAX (peak, fabs (b[i])), diff = MAX (diff, fabs ((double) a[i] - b[i]));
-  }
-  ma /= (double) n, mb /= (double) n;
-  double ab = 0, aa = 0, bb = 0, cab = 0, caa = 0, cbb = 0;
-  for (gsize i = 0; i < n; i++) {
-    ab += (double) a[i] * b[i], aa += (double) a[i] * a[i], bb += (double) b[i] * b[i];
-    cab += (a[i] - ma) * (b[i] - mb), caa += (a[i] - ma) * (a[i] - ma);
-    cbb += (b[i] - mb) * (b[i] - mb);
-  }
   printf ("bf16 vs fp32 %s: rel max err %.3e, cosine %.6f, mean-removed cosine %.6f\n", what,
-          diff / peak, ab / sqrt (aa * bb), cab / sqrt (caa * cbb));
+          cb_rel_max_err (a, b, n), cb_cosine (a, b, n, FALSE), cb_cosine (a, b, n, TRUE));
 }
 
 static void
@@ -165,18 +153,26 @@ run_streamed (CbS3Gen *s, CbS3GenStream *st, const CbS3GenVoice *v, const int32_
   times_since (s, &t0, r);
 }
 
-/* One utterance of `u`: begin → the first non-empty piece of audio, in ms; then cancelled. */
-static double
-utterance_first_audio (CbUtterance *u, int n)
+/* Begins the benchmark's sentence on `u`, at most n speech tokens. */
+static void
+begin_bench_text (CbUtterance *u, int n)
 {
   GError *err = NULL;
   CbUtteranceParams p;
   cb_utterance_params_init (&p);
   p.max_tokens = n;
-  const double t0 = now_ms ();
   if (!cb_utterance_begin (u, "Chatterbox speaks this sentence from a GStreamer pipeline, natively "
                            "in C, with the whole model running on the CPU.", NULL, &p, &err))
     die (err);
+}
+
+/* One utterance of `u`: begin → the first non-empty piece of audio, in ms; then cancelled. */
+static double
+utterance_first_audio (CbUtterance *u, int n)
+{
+  GError *err = NULL;
+  const double t0 = now_ms ();
+  begin_bench_text (u, n);
   double first = -1;
   gboolean done = FALSE;
   while (!done && first < 0) {
@@ -219,13 +215,8 @@ first_audio_ms (const char *dir, int threads, int n, CbPrecision precision, doub
   for (int i = 0; i < 2; i++)
     first[i] = utterance_first_audio (u, n);
   /* T3 alone up to the first chunk's tokens (the default chunk-tokens, 25) */
-  CbUtteranceParams p;
-  cb_utterance_params_init (&p);
-  p.max_tokens = n;
   const double t0 = now_ms ();
-  if (!cb_utterance_begin (u, "Chatterbox speaks this sentence from a GStreamer pipeline, natively "
-                           "in C, with the whole model running on the CPU.", NULL, &p, &err))
-    die (err);
+  begin_bench_text (u, n);
   gboolean done = FALSE;
   for (int i = 0; i < 25 && !done; i++) {
     gint32 token;

@@ -59,6 +59,23 @@ START_TEST (test_half_widening)
 }
 END_TEST
 
+/* The two golden measures the suites and the CLI share. */
+START_TEST (test_golden_measures)
+{
+  const float ref[4] = { -5.0f, -4.0f, -6.0f, -5.0f }, ours[4] = { -5.0f, -4.1f, -6.0f, -5.0f };
+  ck_assert_double_eq_tol (cb_rel_max_err (ours, ref, 4), 0.1 / 6.0, 1e-7);
+  const float nan_ref[2] = { 1.0f, NAN }, one[2] = { 1.0f, 1.0f };
+  ck_assert (isinf (cb_rel_max_err (one, nan_ref, 2)));
+  /* same shape around another mean: plain cosine below 1, mean-removed cosine exactly 1 */
+  const float shifted[4] = { 0.0f, 1.0f, -1.0f, 0.0f };
+  ck_assert_double_lt (cb_cosine (shifted, ref, 4, FALSE), 0.999);
+  ck_assert_double_eq_tol (cb_cosine (shifted, ref, 4, TRUE), 1.0, 1e-12);
+  const float a[2] = { 1.0f, 0.0f }, b[2] = { 0.0f, 1.0f };
+  ck_assert_double_eq_tol (cb_cosine (a, b, 2, FALSE), 0.0, 1e-12);
+  ck_assert_double_eq_tol (cb_cosine (a, a, 2, FALSE), 1.0, 1e-12);
+}
+END_TEST
+
 static Suite *
 common_suite (void)
 {
@@ -67,6 +84,7 @@ common_suite (void)
   tcase_add_test (tc, test_dtype_names_roundtrip);
   tcase_add_test (tc, test_checked_arithmetic);
   tcase_add_test (tc, test_half_widening);
+  tcase_add_test (tc, test_golden_measures);
   suite_add_tcase (s, tc);
   return s;
 }

@@ -14,14 +14,9 @@
 #include "cb-golden-model.h"
 #include "config.h"
 #include "hift.h"
+#include "s3gen-golden.h"
 #include "safetensors.h"
 
-#define TOL_F0     1e-4
-#define TOL_SOURCE 1e-4
-#define TOL_STFT   1e-5
-#define TOL_PRE    1e-5
-#define TOL_POST   1e-4
-#define TOL_WAV    1e-3
 
 static CbConfig       cfg;
 static CbSafetensors *weights;
@@ -143,16 +138,16 @@ START_TEST (test_golden_case)
 
   /* F0 from the mel */
   cb_hift_f0 (hift, arena, mel, T, f0);
-  CHECK ("hift.f0", cb_rel_max_err (f0, ref_f0, T), TOL_F0);
+  CHECK ("hift.f0", cb_rel_max_err (f0, ref_f0, T), CB_GOLDEN_TOL_F0);
 
   /* SineGen and the merged source from upstream's F0 */
   cb_hift_source (hift, arena, ref_f0, T, phases, noise, NULL, NULL, source, sine);
   if (cb_safetensors_find (g.st, "hift.sine_waves"))
     CHECK ("hift.sine_waves", cb_rel_max_err (sine, golden_get (&g, "hift.sine_waves", (guint64) H * L),
-                                       (size_t) H * L), TOL_SOURCE);
+                                       (size_t) H * L), CB_GOLDEN_TOL_SOURCE);
   if (n_cache)
     memcpy (source, cache, sizeof (float) * n_cache);
-  CHECK ("hift.source", cb_rel_max_err (source, ref_source, L), TOL_SOURCE);
+  CHECK ("hift.source", cb_rel_max_err (source, ref_source, L), CB_GOLDEN_TOL_SOURCE);
 
   /* the generator from upstream's mel and source */
   float *pre = g_new (float, (gsize) C0 * T), *re = g_new (float, (gsize) nb * nfr);
@@ -161,28 +156,28 @@ START_TEST (test_golden_case)
   cb_hift_decode (hift, arena, mel, T, ref_source, wav, &trace);
   CHECK ("hift.source_stft_real",
          cb_rel_max_err (re, golden_get (&g, "hift.source_stft_real", (guint64) nb * nfr),
-                  (size_t) nb * nfr), TOL_STFT);
+                  (size_t) nb * nfr), CB_GOLDEN_TOL_STFT);
   CHECK ("hift.source_stft_imag",
          cb_rel_max_err (im, golden_get (&g, "hift.source_stft_imag", (guint64) nb * nfr),
-                  (size_t) nb * nfr), TOL_STFT);
+                  (size_t) nb * nfr), CB_GOLDEN_TOL_STFT);
   CHECK ("hift.conv_pre", cb_rel_max_err (pre, golden_get (&g, "hift.conv_pre", (guint64) C0 * T),
-                                   (size_t) C0 * T), TOL_PRE);
+                                   (size_t) C0 * T), CB_GOLDEN_TOL_PRE);
   CHECK ("hift.conv_post",
          cb_rel_max_err (post, golden_get (&g, "hift.conv_post", (guint64) nspec * nfr),
-                  (size_t) nspec * nfr), TOL_POST);
-  CHECK ("wav (decode)", cb_rel_max_err (wav, ref_wav, L), TOL_WAV);
+                  (size_t) nspec * nfr), CB_GOLDEN_TOL_POST);
+  CHECK ("wav (decode)", cb_rel_max_err (wav, ref_wav, L), CB_GOLDEN_TOL_WAV);
 
   /* the whole chain from the mel alone */
   memset (wav, 0, sizeof (float) * L);
   cb_hift_inference (hift, arena, mel, T, phases, noise, cache, n_cache, wav, source, f0);
-  CHECK ("f0 (inference)", cb_rel_max_err (f0, ref_f0, T), TOL_F0);
+  CHECK ("f0 (inference)", cb_rel_max_err (f0, ref_f0, T), CB_GOLDEN_TOL_F0);
   /* from our own F0: SineGen integrates F0 along the clip, so the source may be off by what an F0
    * error of the measured size can move it (cb_hift_source_tolerance), and no more */
   const double tol_chained = cb_hift_source_tolerance (hift, arena, ref_f0, T, phases, noise, cache,
                                                        n_cache, cb_rel_max_err (f0, ref_f0, T),
-                                                       TOL_SOURCE);
+                                                       CB_GOLDEN_TOL_SOURCE);
   CHECK ("source (inference)", cb_rel_max_err (source, ref_source, L), tol_chained);
-  CHECK ("wav (inference)", cb_rel_max_err (wav, ref_wav, L), TOL_WAV);
+  CHECK ("wav (inference)", cb_rel_max_err (wav, ref_wav, L), CB_GOLDEN_TOL_WAV);
 
   if (cb_safetensors_find (g.st, "s3gen.trim_fade")) {
     const int n_fade = 2 * cfg.hift.sampling_rate / 50;
@@ -191,9 +186,9 @@ START_TEST (test_golden_case)
       curve[i] = 1.0f;
     cb_hift_trim_fade (curve, n_fade, cfg.hift.sampling_rate);
     const float *ref_curve = golden_get (&g, "s3gen.trim_fade", n_fade);
-    CHECK ("s3gen.trim_fade", cb_rel_max_err (curve, ref_curve, n_fade), 1e-6);
+    CHECK ("s3gen.trim_fade", cb_rel_max_err (curve, ref_curve, n_fade), CB_GOLDEN_TOL_FADE);
     cb_hift_trim_fade (wav, L, cfg.hift.sampling_rate);
-    CHECK ("out.wav (faded)", cb_rel_max_err (wav, golden_get (&g, "out.wav", L), L), TOL_WAV);
+    CHECK ("out.wav (faded)", cb_rel_max_err (wav, golden_get (&g, "out.wav", L), L), CB_GOLDEN_TOL_WAV);
     g_free (curve);
   }
   check_scratch (arena, name);
@@ -225,7 +220,7 @@ START_TEST (test_golden_detects_difference)
   cb_hift_source (hift, arena, f0, T, phases, noise, NULL, NULL, source, NULL);
   double e = cb_rel_max_err (source, golden_get (&g, "hift.source", L), L);
   printf ("hift source with one F0 frame 1%% off: rel err %.2e\n", e);
-  ck_assert (e > 10 * TOL_SOURCE);
+  ck_assert (e > 10 * CB_GOLDEN_TOL_SOURCE);
   /* every harmonic's phase 0.05 rad off (a random model may weigh any one harmonic lightly) */
   float *ph = g_memdup2 (phases, sizeof (float) * H);
   for (int h = 0; h < H; h++)
@@ -233,7 +228,7 @@ START_TEST (test_golden_detects_difference)
   cb_hift_source (hift, arena, ref_f0, T, ph, noise, NULL, NULL, source, NULL);
   e = cb_rel_max_err (source, golden_get (&g, "hift.source", L), L);
   printf ("hift source with every phase 0.05 off: rel err %.2e\n", e);
-  ck_assert (e > 10 * TOL_SOURCE);
+  ck_assert (e > 10 * CB_GOLDEN_TOL_SOURCE);
   cb_arena_free (arena);
   g_free (ph);
   g_free (f0);

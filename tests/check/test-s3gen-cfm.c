@@ -10,10 +10,11 @@
 #include "cb-golden-model.h"
 #include "config.h"
 #include "s3gen-cfm.h"
+#include "s3gen-golden.h"
 #include "safetensors.h"
 
-#define EST_TOLERANCE 1e-5
-#define SOLVE_TOLERANCE 1e-4
+#define EST_TOLERANCE CB_GOLDEN_TOL_EST
+#define SOLVE_TOLERANCE CB_GOLDEN_TOL_SOLVE
 
 static CbConfig       cfg;
 static CbSafetensors *weights;
@@ -281,25 +282,6 @@ START_TEST (test_solve)
 }
 END_TEST
 
-/* cos ∠(a, b) of two flattened arrays, and of the two with their means removed (the golden mels
- * sit around −5, which alone makes the plain cosine close to 1) */
-static void
-cosines (const float *a, const float *b, gsize n, double *plain, double *centred)
-{
-  double ma = 0, mb = 0;
-  for (gsize i = 0; i < n; i++)
-    ma += a[i], mb += b[i];
-  ma /= (double) n, mb /= (double) n;
-  double ab = 0, aa = 0, bb = 0, cab = 0, caa = 0, cbb = 0;
-  for (gsize i = 0; i < n; i++) {
-    ab += (double) a[i] * b[i], aa += (double) a[i] * a[i], bb += (double) b[i] * b[i];
-    cab += (a[i] - ma) * (b[i] - mb), caa += (a[i] - ma) * (a[i] - ma);
-    cbb += (b[i] - mb) * (b[i] - mb);
-  }
-  *plain = ab / sqrt (aa * bb);
-  *centred = cab / sqrt (caa * cbb);
-}
-
 /* The BF16 weight option: the same solve with BF16 copies of the transformer linears stays within
  * a close distance of FP32 (log-mel cosine ≥ 0.999 with and without the mean) and differs from it
  * (the copies are really used). */
@@ -330,8 +312,7 @@ START_TEST (test_solve_bf16)
   CbArena *arena = arena_for (2, T);
   ck_assert (cb_s3gen_cfm_solve (cfm, arena, z, mu, spks, cond, T, m32, NULL, NULL, NULL, &err));
   ck_assert (cb_s3gen_cfm_solve (half, arena, z, mu, spks, cond, T, m16, NULL, NULL, NULL, &err));
-  double plain, centred;
-  cosines (m16, m32, n, &plain, &centred);
+  const double plain = cb_cosine (m16, m32, n, FALSE), centred = cb_cosine (m16, m32, n, TRUE);
   const double e = cb_rel_max_err (m16, m32, n);
   printf ("cfm solve tokens_0050 BF16 vs FP32: rel max err %.2e, log-mel cosine %.6f (centred "
           "%.6f), %" G_GSIZE_FORMAT " bytes of BF16 copies\n", e, plain, centred, bytes);

@@ -13,9 +13,10 @@
 #include "cb-golden-model.h"
 #include "config.h"
 #include "s3gen-flow.h"
+#include "s3gen-golden.h"
 #include "safetensors.h"
 
-#define TOLERANCE 1e-5
+#define TOLERANCE CB_GOLDEN_TOL_FLOW
 
 static CbConfig       cfg;
 static CbSafetensors *weights;
