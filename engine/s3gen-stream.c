@@ -21,11 +21,11 @@
  *    second chunk: up to 300 tokens with a 10 s prompt) the streamed mel equals the whole decode's
  *    from JOIN_FRAMES past the first chunk's audio on. (Finalising every frame up to the
  *    look-ahead, as before, kept more of the first window's mel: log-mel distance ratio 0.069 on
- *    the golden case below, against 0.058–0.066 for JOIN_FRAMES 0–8. JOIN_FRAMES 4 put the join's
- *    spectral change at 1.58× the whole decode's on another configuration and seed, over the
- *    test's 1.5×; 8 keeps every join of three golden sets ≤ 1.2×. XFADE_FRAMES 2 made a join 1.5×
- *    as rough as the whole decode's; 8 was as good as JOIN_FRAMES 8 but plays 80 ms less audio
- *    in the first chunk.)
+ *    the golden case below, against 0.058–0.066 for JOIN_FRAMES 0–8. The cross-fade is 8 frames
+ *    (80 ms): with 4, one join's spectral change reached 1.58× the whole decode's (another
+ *    configuration and seed) and a later join of a 3-window stream 1.50× its roughness, over the
+ *    tests' 1.5×; with 8 every join of three golden sets stays ≤ 1.4×. The first chunk then
+ *    plays 0.40 s of its 1 s of tokens instead of 0.48 s; its first audio is as early.)
  * 3. HiFT is run on windows of mel with HIFT_LEFT_FRAMES frames of left context and
  *    HIFT_RIGHT_FRAMES held back on the right, which cover its receptive field (F0 convs, conv_pre,
  *    the resblocks at each rate), so each sample equals the whole decode's on the same mel and F0.
@@ -43,7 +43,7 @@
  *    at once in unvoiced ones, whose harmonics are silent. When the last window starts at token 0
  *    its F0 is the whole decode's, so the phase, and with it the audio, becomes the whole
  *    decode's a few voiced frames after the first join: on the golden case from 0.8 s on (the
- *    first join is at 0.48 s), and the distance ratio to another seed fell from 0.72 to 0.066 (JOIN_FRAMES 8)
+ *    first join is at 0.40 s), and the distance ratio to another seed fell from 0.72 to 0.058 (0.062 with the 8-frame cross-fade)
  *    (bends of 1, 4, 8 Hz: 0.082, 0.073, 0.061 with finalisation as before; 2 Hz is under 3 % of
  *    a low voice's F0). A window that starts later cannot know how the whole decode's F0 differs
  *    over frames before it, so on longer utterances each such window leaves its own phase offset.
@@ -65,13 +65,13 @@
 #include <string.h>
 
 /* Frames of the mel kept back (beyond the look-ahead frames) and cross-faded at S3Gen joins. */
-#define XFADE_FRAMES 4
+#define XFADE_FRAMES 8
 /* HiFT context, in mel frames, on either side of the frames a HiFT window makes final. */
 #define HIFT_LEFT_FRAMES 16
 #define HIFT_RIGHT_FRAMES 16
 /* Mel frames past the audio emitted so far that a new S3Gen window leaves as they are, so the
  * samples just before and after a join come from the same mel around them. */
-#define JOIN_FRAMES 8
+#define JOIN_FRAMES 4
 /* Largest F0 change (Hz) a voiced frame takes to bring the harmonic phase onto the reference. */
 #define PHASE_BEND_HZ 2.0f
 
