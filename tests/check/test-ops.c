@@ -225,8 +225,8 @@ START_TEST (test_concurrent_callers)
 END_TEST
 
 /* Foreground loops go before background ones: with the pool held by a blocked loop, a background
- * caller and then a foreground caller queue for it; when it is free the foreground one runs
- * first, and the background one still runs after. */
+ * caller and then a foreground caller queue for it; when it is free the foreground loop runs
+ * first, and the background one still runs after it. */
 typedef struct {
   GMutex   lock;
   GCond    cond;
@@ -237,15 +237,20 @@ typedef struct {
 typedef struct {
   Gate    *gate;
   gboolean background, blocks;
-  gint     finished_as;  /* this caller's place in the finishing order */
+  gint     ran_as;  /* this caller's loop's place in the order the pool ran them */
 } Caller;
 
+/* Part 0 of each loop notes when it ran: inside the loop, while the pool is held, so the order is
+ * the pool's and not that of the threads returning afterwards. */
 static void
 gate_body (void *ctx, int64_t begin, int64_t end)
 {
   Caller *c = ctx;
   (void) end;
-  if (!c->blocks || begin != 0)
+  if (begin != 0)
+    return;
+  c->ran_as = g_atomic_int_add (&c->gate->order, 1);
+  if (!c->blocks)
     return;
   g_mutex_lock (&c->gate->lock);
   c->gate->inside = TRUE;
@@ -261,7 +266,6 @@ gate_caller (gpointer data)
   Caller *c = data;
   cb_parallel_set_background (c->background);
   cb_parallel_for (2, 1, gate_body, c);
-  c->finished_as = g_atomic_int_add (&c->gate->order, 1);
   return NULL;
 }
 
@@ -279,9 +283,9 @@ START_TEST (test_foreground_first)
     g_cond_wait (&gate.cond, &gate.lock);
   g_mutex_unlock (&gate.lock);
   GThread *tb = g_thread_new ("background", gate_caller, &bg);
-  g_usleep (100000);  /* the background caller is queued first */
+  g_usleep (300000);  /* the background caller is queued first */
   GThread *tf = g_thread_new ("foreground", gate_caller, &fg);
-  g_usleep (100000);
+  g_usleep (300000);  /* and the foreground caller after it */
   g_mutex_lock (&gate.lock);
   gate.release = TRUE;
   g_cond_broadcast (&gate.cond);
@@ -289,9 +293,9 @@ START_TEST (test_foreground_first)
   g_thread_join (th);
   g_thread_join (tf);
   g_thread_join (tb);
-  ck_assert_int_eq (holder.finished_as, 0);
-  ck_assert_msg (fg.finished_as < bg.finished_as, "foreground finished %d, background %d",
-                 fg.finished_as, bg.finished_as);
+  ck_assert_int_eq (holder.ran_as, 0);
+  ck_assert_msg (fg.ran_as == 1 && bg.ran_as == 2, "foreground ran %d-th, background %d-th",
+                 fg.ran_as, bg.ran_as);
   g_mutex_clear (&gate.lock);
   g_cond_clear (&gate.cond);
 }
