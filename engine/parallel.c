@@ -14,7 +14,6 @@
 #include "ops.h"
 
 #include <cblas.h>
-
 #include <stdlib.h>
 #include <unistd.h>
 
